@@ -1,0 +1,1 @@
+"""rnnbench benchmark harness."""

@@ -1,0 +1,14 @@
+"""Interchangeable RNN-classifier implementations behind one functional contract.
+
+    backend = impls.get("numpy")
+    params = backend.from_numpy(impls.init_params(8, 64, 10, seed=0, dtype=np.float32))
+    logits, cache = backend.forward(params, backend.asarray(x))
+    grads = backend.backward(params, cache, dlogits)
+"""
+from .base import Backend, BackwardUnsupported, Unavailable
+from .params import PARAM_NAMES, WEIGHT_NAMES, check_params, infer_sizes, init_params, param_shapes
+from .registry import REGISTRY, Entry, Status, available, entry, get, names, tolerance
+
+__all__ = ["Backend", "BackwardUnsupported", "Entry", "PARAM_NAMES", "REGISTRY", "Status",
+           "Unavailable", "WEIGHT_NAMES", "available", "check_params", "entry", "get",
+           "infer_sizes", "init_params", "names", "param_shapes", "tolerance"]

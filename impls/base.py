@@ -1,0 +1,170 @@
+"""The contract every implementation shares, and the input validation written once for all.
+
+A backend is functional: `forward(params, x) -> (logits, cache)` and
+`backward(params, cache, dlogits) -> grads`, params and grads being dicts keyed by the
+canonical names (impls.params). It keeps no state between calls, so a timer around a
+call sees exactly that call's work. Subclasses implement the underscored hooks; the
+public methods validate first, so no backend re-writes (or forgets) a check.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .params import DEFAULT_CELL, check_params, infer_sizes
+
+
+class Unavailable(RuntimeError):
+    """This implementation cannot run here; the message says why (package, GPU, ...)."""
+
+
+class BackwardUnsupported(NotImplementedError):
+    """Raised by `backward` of a forward-only backend."""
+
+
+class Backend:
+    name: str = "base"
+    device: str = "cpu"
+    supports_backward: bool = True
+    dtypes: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
+    cells: tuple[str, ...] = (DEFAULT_CELL,)
+
+    # --- hooks a backend implements -------------------------------------------------
+    def _from_numpy_array(self, arr: np.ndarray):
+        raise NotImplementedError
+
+    def _to_numpy_array(self, arr) -> np.ndarray:
+        raise NotImplementedError
+
+    def _is_native(self, arr) -> bool:
+        raise NotImplementedError
+
+    def _dtype_of(self, arr) -> np.dtype:
+        """The numpy dtype equivalent to a native array's dtype."""
+        raise NotImplementedError
+
+    def _all_finite(self, arr) -> bool:
+        raise NotImplementedError
+
+    def _forward(self, params, x, lengths):
+        raise NotImplementedError
+
+    def _backward(self, params, cache, dlogits):
+        raise BackwardUnsupported(
+            f"backend {self.name!r} is forward-only (supports_backward=False): it has no "
+            "backward pass; train with a backward-capable backend and evaluate here")
+
+    def _predict(self, params, x, lengths):
+        return self._forward(params, x, lengths)[0]
+
+    # --- conversions (done once, outside any timed region) --------------------------
+    def from_numpy(self, params: dict) -> dict:
+        """Canonical numpy dict -> this backend's native arrays, same keys."""
+        check_params(params)
+        dtypes = {np.asarray(p).dtype for p in params.values()}
+        if len(dtypes) != 1:
+            raise ValueError(f"params mix dtypes {sorted(map(str, dtypes))}; use one dtype")
+        self._check_dtype(dtypes.pop(), "params")
+        return {k: self._from_numpy_array(np.ascontiguousarray(v)) for k, v in params.items()}
+
+    def asarray(self, x):
+        """A host array (inputs, labels, lengths) -> this backend's native array."""
+        if self._is_native(x):
+            return x
+        return self._from_numpy_array(np.ascontiguousarray(x))
+
+    def to_numpy(self, obj):
+        """Native array, or a dict/tuple/list of them -> the same structure of numpy arrays."""
+        if isinstance(obj, dict):
+            return {k: self.to_numpy(v) for k, v in obj.items()}
+        if isinstance(obj, (tuple, list)):
+            return type(obj)(self.to_numpy(v) for v in obj)
+        if isinstance(obj, np.ndarray):
+            return obj
+        return self._to_numpy_array(obj)
+
+    def sync(self) -> None:
+        """Wait for asynchronous work (a device stream). A no-op on the CPU."""
+
+    # --- the contract ---------------------------------------------------------------
+    def forward(self, params: dict, x, lengths=None):
+        """logits (batch, num_classes) from the hidden state at each sequence's last step.
+
+        `lengths` (optional, integer, shape (batch,)): sequence i is x[i, :lengths[i]];
+        the classifier reads h at step lengths[i], so right-padding never changes a result.
+        """
+        self.check_input(params, x, lengths)
+        return self._forward(params, x, lengths)
+
+    def predict(self, params: dict, x, lengths=None):
+        """Inference only: logits, no cache, no graph (what a deployed model runs)."""
+        self.check_input(params, x, lengths)
+        return self._predict(params, x, lengths)
+
+    def backward(self, params: dict, cache, dlogits) -> dict:
+        """Gradients of sum(logits * dlogits) w.r.t. every parameter, canonical keys."""
+        if not self.supports_backward:
+            return self._backward(params, cache, dlogits)
+        if not self._is_native(dlogits):
+            raise ValueError(f"dlogits must be a {self.name} native array (use backend.asarray), "
+                             f"got {type(dlogits).__name__}")
+        expected = (cache_batch_size(cache), infer_sizes(params)[2])
+        if tuple(dlogits.shape) != expected:
+            raise ValueError(f"dlogits must have shape (batch, num_classes) = {expected}, "
+                             f"got {tuple(dlogits.shape)}")
+        params_dtype = self._dtype_of(params["W_xh"])
+        if self._dtype_of(dlogits) != params_dtype:
+            raise ValueError(f"dlogits has dtype {self._dtype_of(dlogits)} but params are {params_dtype}")
+        return self._backward(params, cache, dlogits)
+
+    # --- validation, shared by every backend ----------------------------------------
+    def _check_dtype(self, dtype, what: str) -> None:
+        if np.dtype(dtype) not in self.dtypes:
+            runs = ", ".join(str(d) for d in self.dtypes)
+            raise ValueError(f"{what} have dtype {dtype}; backend {self.name!r} runs {runs}")
+
+    def check_input(self, params: dict, x, lengths=None) -> None:
+        """ValueError, saying what was expected and what came, unless x can be run as is."""
+        check_params(params)
+        input_size = infer_sizes(params)[0]
+        if not self._is_native(x):
+            raise ValueError(f"x must be a {self.name} native array (convert once with "
+                             f"backend.asarray), got {type(x).__name__}")
+        shape = tuple(x.shape)
+        if len(shape) != 3:
+            raise ValueError(f"x must be 3-D (batch, seq_len, input_size={input_size}), "
+                             f"got {len(shape)}-D shape {shape}")
+        batch_size, seq_len, x_input_size = shape
+        if batch_size == 0:
+            raise ValueError(f"x has an empty batch: shape {shape}, need batch >= 1")
+        if seq_len == 0:
+            raise ValueError(f"x has seq_len 0: shape {shape}, need at least one time step")
+        if x_input_size != input_size:
+            raise ValueError(f"x has input_size {x_input_size} (shape {shape}) but W_xh expects "
+                             f"input_size {input_size}")
+        x_dtype, params_dtype = self._dtype_of(x), self._dtype_of(params["W_xh"])
+        self._check_dtype(x_dtype, "inputs")
+        if x_dtype != params_dtype:
+            raise ValueError(f"x has dtype {x_dtype} but params are {params_dtype}; "
+                             "convert one of them (dtypes are never mixed silently)")
+        if not self._all_finite(x):
+            raise ValueError("x contains NaN or inf; inputs must be finite")
+        if lengths is not None:
+            self._check_lengths(lengths, batch_size, seq_len)
+
+    def _check_lengths(self, lengths, batch_size: int, seq_len: int) -> None:
+        if not self._is_native(lengths):
+            raise ValueError(f"lengths must be a {self.name} native array (backend.asarray)")
+        if tuple(lengths.shape) != (batch_size,):
+            raise ValueError(f"lengths must have shape (batch,) = ({batch_size},), "
+                             f"got {tuple(lengths.shape)}")
+        if self._dtype_of(lengths).kind not in "iu":
+            raise ValueError(f"lengths must be integers, got dtype {self._dtype_of(lengths)}")
+        host = self._to_numpy_array(lengths)
+        if host.min() < 1 or host.max() > seq_len:
+            raise ValueError(f"lengths must lie in [1, seq_len={seq_len}], "
+                             f"got min {host.min()} max {host.max()}")
+
+
+def cache_batch_size(cache) -> int:
+    """Every backend's cache records the batch size it was made for (see each _forward)."""
+    return int(cache["batch_size"])

@@ -1,0 +1,75 @@
+"""The RNN classifier's math with full backpropagation through time, written once against
+an array namespace `xp` (NumPy here, CuPy on a GPU, array-api-strict in the portability
+test). Only array-API functions are used, so the same code runs unchanged on each.
+
+    h_0 = 0
+    h_t = tanh(x_t W_xh^T + h_{t-1} W_hh^T + b_h)          t = 1..T
+    logits = h_L W_hy^T + b_y                               L = T, or lengths[i] per sequence
+
+Shapes: B batch_size, T seq_len, I input_size, H hidden_size, C num_classes.
+"""
+from __future__ import annotations
+
+
+def _last_step_mask(xp, lengths, seq_len, dtype):
+    """(T, B, 1) one-hot over time: 1 where t+1 == lengths[b]. Selecting h by a mask (not
+    fancy indexing) keeps this array-API portable; it costs one extra multiply-add."""
+    steps = xp.reshape(xp.arange(1, seq_len + 1, dtype=lengths.dtype), (seq_len, 1))  # (T, 1)
+    mask = xp.astype(steps == xp.reshape(lengths, (1, -1)), dtype)  # (T, B)
+    return xp.reshape(mask, (*mask.shape, 1))  # (T, B, 1)
+
+
+def forward(xp, params, x, lengths=None, *, keep_states=True):
+    """-> (logits (B, C), cache). With keep_states=False only the running h is kept:
+    O(B*H) memory instead of O(T*B*H), for inference."""
+    W_xh, W_hh, b_h = params["W_xh"], params["W_hh"], params["b_h"]
+    batch_size, seq_len, input_size = x.shape
+    hidden_size = W_hh.shape[0]
+    # One GEMM for the input projection of every time step, outside the recurrence.
+    xs = xp.reshape(xp.permute_dims(x, (1, 0, 2)), (seq_len * batch_size, input_size))  # (T*B, I)
+    pre_x = xp.reshape(xs @ W_xh.T + b_h, (seq_len, batch_size, hidden_size))  # (T, B, H)
+    W_hh_T = W_hh.T
+    h = xp.zeros((batch_size, hidden_size), dtype=x.dtype)
+    states = xp.zeros((seq_len + 1, batch_size, hidden_size), dtype=x.dtype) if keep_states else None
+    mask = None if lengths is None else _last_step_mask(xp, lengths, seq_len, x.dtype)
+    h_last = xp.zeros_like(h) if (mask is not None and not keep_states) else None
+    for t in range(seq_len):
+        h = xp.tanh(pre_x[t, ...] + h @ W_hh_T)  # (B, H)
+        if keep_states:
+            states[t + 1, ...] = h
+        elif h_last is not None:
+            h_last = h_last + mask[t, ...] * h
+    if mask is None:
+        h_last = h
+    elif keep_states:
+        h_last = xp.sum(states[1:, ...] * mask, axis=0)  # (B, H)
+    logits = h_last @ params["W_hy"].T + params["b_y"]  # (B, C)
+    cache = {"batch_size": batch_size, "xs": xs, "states": states, "h_last": h_last, "mask": mask}
+    return logits, cache
+
+
+def backward(xp, params, cache, dlogits):
+    """Gradients of sum(logits * dlogits). The loop carries only dh through time; the
+    weight gradients of the recurrence are GEMMs over all steps at once, after it."""
+    W_hh = params["W_hh"]
+    states, mask, xs = cache["states"], cache["mask"], cache["xs"]
+    seq_len, batch_size, hidden_size = states.shape[0] - 1, states.shape[1], states.shape[2]
+    grads = {"W_hy": dlogits.T @ cache["h_last"],  # (C, H)
+             "b_y": xp.sum(dlogits, axis=0)}  # (C,)
+    dh_head = dlogits @ params["W_hy"]  # (B, H): dL/dh_L
+    dpre = xp.zeros((seq_len, batch_size, hidden_size), dtype=dlogits.dtype)  # (T, B, H)
+    dh = xp.zeros_like(dh_head) if mask is not None else dh_head
+    for t in range(seq_len - 1, -1, -1):
+        if mask is not None:
+            dh = dh + mask[t, ...] * dh_head  # the head reads h at each sequence's own last step
+        h = states[t + 1, ...]
+        da = dh * (1 - h * h)  # (B, H): through tanh, d tanh(a) = 1 - tanh(a)^2
+        dpre[t, ...] = da
+        if t > 0:  # h_0 is a constant zero: no gradient flows into it
+            dh = da @ W_hh
+    dpre = xp.reshape(dpre, (seq_len * batch_size, hidden_size))  # (T*B, H)
+    h_prev = xp.reshape(states[:-1, ...], (seq_len * batch_size, hidden_size))  # (T*B, H)
+    grads["W_xh"] = dpre.T @ xs  # (H, I)
+    grads["W_hh"] = dpre.T @ h_prev  # (H, H)
+    grads["b_h"] = xp.sum(dpre, axis=0)  # (H,)
+    return grads

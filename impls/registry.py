@@ -1,0 +1,89 @@
+"""The registry: every implementation by name, built from one creator signature
+`create(device=None) -> Backend`, imported lazily so a missing optional package makes
+that one implementation unavailable (with the reason) and nothing else fails.
+
+Tolerances live here, next to the implementation they describe, not in the tests: the
+max error relative to scale (see bench.oracle.rel_error) allowed against the float64
+oracle, for logits and for every gradient.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from .base import Backend, Unavailable
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    module: str  # impls.<module> defines create(device=None) -> Backend
+    description: str
+    requires: str  # the pip requirement a missing import points to
+    # dtype name -> allowed relative error vs the float64 oracle (logits and gradients)
+    tolerance: dict[str, float] = field(default_factory=dict)
+
+
+# float32 bounds: a handful of float32 ulps (6e-8) amplified through up to a few hundred
+# recurrent steps; measured max over the conformance shapes is ~1e-6, bounds leave 10x+.
+REGISTRY: dict[str, Entry] = {e.name: e for e in (
+    Entry("numpy", "numpy_backend", "NumPy, vectorised over the batch, hand-written BPTT",
+          "numpy", {"float64": 1e-10, "float32": 2e-5}),
+    Entry("torch", "torch_backend", "PyTorch eager: nn.RNN kernel + linear head, autograd",
+          "torch", {"float64": 1e-10, "float32": 2e-5}),
+)}
+
+
+@dataclass(frozen=True)
+class Status:
+    available: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.available
+
+
+def names() -> list[str]:
+    """Every registered implementation, available here or not."""
+    return list(REGISTRY)
+
+
+def entry(name: str) -> Entry:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown implementation {name!r}; registered: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def get(name: str, device: str | None = None) -> Backend:
+    """The backend `name` (on `device`, default its usual one), or Unavailable saying why."""
+    spec = entry(name)
+    try:
+        module = importlib.import_module(f"{__package__}.{spec.module}")
+    except ImportError as exc:
+        raise Unavailable(f"{name} needs {spec.requires!r} ({exc}); "
+                          f"install it with: pip install {spec.requires}") from exc
+    return module.create(device)
+
+
+def available(device: str | None = None) -> dict[str, Status]:
+    """name -> Status(available, reason why not) for every registered implementation."""
+    result = {}
+    for name in REGISTRY:
+        try:
+            get(name, device)
+        except Unavailable as exc:
+            result[name] = Status(False, str(exc))
+        except ValueError as exc:  # e.g. a device this backend never runs on
+            result[name] = Status(False, str(exc))
+        else:
+            result[name] = Status(True)
+    return result
+
+
+def tolerance(name: str, dtype) -> float:
+    import numpy as np
+    key = np.dtype(dtype).name
+    tolerances = entry(name).tolerance
+    if key not in tolerances:
+        raise ValueError(f"no tolerance registered for {name} in {key}")
+    return tolerances[key]

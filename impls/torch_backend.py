@@ -1,0 +1,128 @@
+"""`torch`: PyTorch eager, the article's nn.RNN(batch_first=True) + nn.Linear on the last step.
+
+Bias mapping: nn.RNN keeps two biases, b_ih and b_hh, that only ever appear as a sum.
+The canonical b_h is that sum: loading sets b_ih = b_h and b_hh = 0; reading a module
+back gives b_h = b_ih + b_hh (`to_module` / `from_module`, round trip tested). The
+gradient of b_h is the gradient of b_ih.
+
+Forward calls torch.rnn_tanh, the ATen kernel nn.RNN.forward itself calls, with the
+canonical tensors. Routing a params dict through the module with torch.func.functional_call
+computes the same thing but was measured at +37 us a call here (B=1, T=8: +50 %), a cost
+no nn.RNN user pays; the test suite checks this path against a real nn.RNN + nn.Linear.
+Backward is autograd on the graph kept in `cache`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Backend, Unavailable
+from .params import PARAM_NAMES
+
+_TO_NUMPY_DTYPE = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64,
+                   torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32,
+                   torch.int64: np.int64, torch.uint8: np.uint8, torch.bool: np.bool_}
+
+
+class RNNClassifier(torch.nn.Module):
+    """The source article's model, verbatim in structure."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_classes: int):
+        super().__init__()
+        self.rnn = torch.nn.RNN(input_size, hidden_size, batch_first=True)
+        self.fc = torch.nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)  # (B, T, H); h_0 defaults to zeros
+        return self.fc(out[:, -1, :])  # (B, C)
+
+
+def to_module(params: dict, device="cpu") -> RNNClassifier:
+    """The canonical numpy dict as the article's nn.Module (b_ih = b_h, b_hh = 0)."""
+    hidden_size, input_size = params["W_xh"].shape
+    model = RNNClassifier(input_size, hidden_size, params["W_hy"].shape[0])
+    dtype = torch.from_numpy(np.asarray(params["W_xh"])).dtype
+    model.to(device=device, dtype=dtype)
+    state = {"rnn.weight_ih_l0": params["W_xh"], "rnn.weight_hh_l0": params["W_hh"],
+             "rnn.bias_ih_l0": params["b_h"], "rnn.bias_hh_l0": np.zeros_like(params["b_h"]),
+             "fc.weight": params["W_hy"], "fc.bias": params["b_y"]}
+    model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
+    return model
+
+
+def from_module(model: RNNClassifier) -> dict:
+    """An RNNClassifier's weights as the canonical numpy dict (b_h = b_ih + b_hh)."""
+    rnn, fc = model.rnn, model.fc
+    as_np = lambda t: t.detach().cpu().numpy().copy()  # noqa: E731
+    return {"W_xh": as_np(rnn.weight_ih_l0), "W_hh": as_np(rnn.weight_hh_l0),
+            "b_h": as_np(rnn.bias_ih_l0 + rnn.bias_hh_l0),
+            "W_hy": as_np(fc.weight), "b_y": as_np(fc.bias)}
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, device: str = "cpu"):
+        self.torch_device = torch.device(device)
+        self.device = str(self.torch_device)
+
+    def _from_numpy_array(self, arr):
+        return torch.tensor(arr, device=self.torch_device)  # a copy: never aliases caller memory
+
+    def _to_numpy_array(self, arr):
+        return arr.detach().cpu().numpy()
+
+    def _is_native(self, arr):
+        return isinstance(arr, torch.Tensor)
+
+    def _dtype_of(self, arr):
+        if arr.dtype not in _TO_NUMPY_DTYPE:
+            raise ValueError(f"dtype {arr.dtype} has no numpy equivalent; backend {self.name!r} "
+                             f"runs {', '.join(map(str, self.dtypes))}")
+        return np.dtype(_TO_NUMPY_DTYPE[arr.dtype])
+
+    def _all_finite(self, arr):
+        return bool(torch.isfinite(arr).all())
+
+    def sync(self):
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
+
+    def _logits(self, p, x, lengths):
+        batch_size = x.shape[0]
+        hidden_size = p["W_hh"].shape[0]
+        h0 = x.new_zeros((1, batch_size, hidden_size))
+        weights = [p["W_xh"], p["W_hh"], p["b_h"], torch.zeros_like(p["b_h"])]
+        # args after weights: has_biases, num_layers, dropout, train, bidirectional, batch_first
+        out, _ = torch.rnn_tanh(x, h0, weights, True, 1, 0.0, False, False, True)  # (B, T, H)
+        if lengths is None:
+            h_last = out[:, -1, :]
+        else:
+            h_last = out[torch.arange(batch_size, device=x.device), lengths - 1, :]  # (B, H)
+        return F.linear(h_last, p["W_hy"], p["b_y"])  # (B, C)
+
+    def _forward(self, params, x, lengths):
+        # Fresh leaves each call: the graph belongs to this call's cache alone.
+        leaves = {k: params[k].detach().requires_grad_(True) for k in PARAM_NAMES}
+        logits = self._logits(leaves, x, lengths)
+        return logits, {"batch_size": x.shape[0], "leaves": leaves, "logits": logits}
+
+    def _predict(self, params, x, lengths):
+        with torch.inference_mode():
+            return self._logits(params, x, lengths)
+
+    def _backward(self, params, cache, dlogits):
+        leaves = [cache["leaves"][k] for k in PARAM_NAMES]
+        # retain_graph: backward on one cache may be called again (the harness times it).
+        grads = torch.autograd.grad(cache["logits"], leaves, dlogits, retain_graph=True)
+        return dict(zip(PARAM_NAMES, grads))
+
+
+def create(device: str | None = None) -> TorchBackend:
+    device = device or "cpu"
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise Unavailable(f"torch {torch.__version__} sees no CUDA GPU "
+                          f"(torch.version.cuda={torch.version.cuda})")
+    return TorchBackend(device)

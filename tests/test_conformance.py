@@ -1,0 +1,123 @@
+"""Every registered backend against the float64 oracle (PyTorch autograd in float64,
+bench.oracle), over many shapes. One check helper, one-line parametrised cases; the
+tolerances come from the registry."""
+import numpy as np
+import pytest
+
+import impls
+from bench.oracle import check_case, compare, reference
+from tests.conftest import backend_or_skip
+
+# (batch_size, seq_len, input_size, hidden_size, num_classes)
+SHAPES = {
+    "batch1": (1, 7, 5, 16, 3),
+    "seq_len1": (4, 1, 5, 16, 3),
+    "input_size1": (4, 12, 1, 16, 3),
+    "hidden_gt_input": (5, 9, 3, 48, 4),
+    "hidden_lt_input": (5, 9, 40, 6, 4),
+    "many_classes": (6, 5, 4, 8, 100),
+    "long_sequence": (3, 300, 4, 24, 5),
+    "typical": (32, 16, 32, 64, 10),
+}
+DTYPES = [np.float64, np.float32]
+
+
+def check_against_oracle(name, shape, dtype, lengths=None):
+    backend = backend_or_skip(name)
+    if np.dtype(dtype) not in backend.dtypes:
+        pytest.skip(f"{name} does not run {np.dtype(dtype)}")
+    params, x, dlogits = check_case(*shape, seed=7, dtype=dtype)
+    # Precondition: the backend receives exactly the oracle's params and inputs.
+    native = backend.from_numpy(params)
+    for key, value in backend.to_numpy(native).items():
+        np.testing.assert_array_equal(value, params[key])
+    np.testing.assert_array_equal(backend.to_numpy(backend.asarray(x)), x)
+    errors = compare(backend, params, x, dlogits, lengths)
+    expected_keys = {"logits", *impls.PARAM_NAMES} if backend.supports_backward else {"logits"}
+    assert set(errors) == expected_keys
+    bound = impls.tolerance(name, dtype)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= bound, f"{name} {np.dtype(dtype)} {shape}: {worst} off by {errors[worst]:.2e} > {bound:.0e}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("name", impls.names())
+def test_matches_float64_oracle(name, shape, dtype):
+    check_against_oracle(name, shape, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", impls.names())
+def test_variable_lengths_match_oracle(name, dtype):
+    lengths = np.array([1, 9, 4, 9, 6])
+    check_against_oracle(name, (5, 9, 3, 12, 4), dtype, lengths)
+
+
+@pytest.mark.parametrize("name", impls.names())
+def test_padding_never_changes_a_result(name):
+    """Right-padding is exact: each sequence's logits equal those of the unpadded
+    sequence run alone, whatever values fill the padding."""
+    backend = backend_or_skip(name)
+    params, x, _ = check_case(4, 10, 3, 8, 5, seed=3)
+    lengths = np.array([10, 3, 7, 1])
+    padded = x.copy()
+    for i, n in enumerate(lengths):
+        padded[i, n:] = 1e3 * (i + 1)  # loud garbage, not zeros
+    native = backend.from_numpy(params)
+    batched = backend.to_numpy(backend.predict(native, backend.asarray(padded), backend.asarray(lengths)))
+    for i, n in enumerate(lengths):
+        alone = backend.to_numpy(backend.predict(native, backend.asarray(x[i:i + 1, :n])))
+        np.testing.assert_allclose(batched[i], alone[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", impls.names())
+def test_predict_equals_forward(name):
+    backend = backend_or_skip(name)
+    params, x, _ = check_case(3, 6, 4, 8, 2, seed=5)
+    native, xn = backend.from_numpy(params), backend.asarray(x)
+    logits = backend.to_numpy(backend.forward(native, xn)[0])
+    np.testing.assert_allclose(backend.to_numpy(backend.predict(native, xn)), logits, rtol=1e-13)
+
+
+@pytest.mark.parametrize("name", impls.names())
+def test_no_hidden_state_between_calls(name):
+    """Same inputs -> bitwise the same outputs, and backward repeats on one cache."""
+    backend = backend_or_skip(name)
+    params, x, dlogits = check_case(3, 6, 4, 8, 2, seed=5)
+    native, xn, dn = backend.from_numpy(params), backend.asarray(x), backend.asarray(dlogits)
+    first_logits, cache = backend.forward(native, xn)
+    backend.forward(native, backend.asarray(x[::-1].copy()))  # an unrelated call in between
+    np.testing.assert_array_equal(backend.to_numpy(backend.forward(native, xn)[0]),
+                                  backend.to_numpy(first_logits))
+    if backend.supports_backward:
+        once = backend.to_numpy(backend.backward(native, cache, dn))
+        twice = backend.to_numpy(backend.backward(native, cache, dn))
+        for key in once:
+            np.testing.assert_array_equal(once[key], twice[key])
+
+
+@pytest.mark.parametrize("name", impls.names())
+def test_from_numpy_does_not_alias_caller_arrays(name):
+    backend = backend_or_skip(name)
+    params, x, _ = check_case(2, 3, 2, 4, 2, seed=0)
+    native = backend.from_numpy(params)
+    before = backend.to_numpy(backend.predict(native, backend.asarray(x))).copy()
+    params["W_hh"] += 1.0  # the caller mutates its own dict afterwards
+    after = backend.to_numpy(backend.predict(native, backend.asarray(x)))
+    np.testing.assert_array_equal(before, after)
+
+
+def test_oracle_matches_central_differences():
+    """The oracle's own gradients, against finite differences of its logits."""
+    params, x, dlogits = check_case(2, 5, 3, 4, 3, seed=11)
+    _, grads = reference(params, x, dlogits)
+    eps = 1e-6
+    for key, value in params.items():
+        for index in np.ndindex(value.shape):
+            bumped = {k: v.copy() for k, v in params.items()}
+            bumped[key][index] += eps
+            up = np.sum(reference(bumped, x)[0] * dlogits)
+            bumped[key][index] -= 2 * eps
+            down = np.sum(reference(bumped, x)[0] * dlogits)
+            assert abs((up - down) / (2 * eps) - grads[key][index]) < 1e-7, (key, index)

@@ -1,0 +1,63 @@
+"""The NumPy backend on its own: central differences (no torch involved) and the
+xp-generic reference math under array-api-strict, the stand-in for CuPy on a CPU."""
+import numpy as np
+import pytest
+
+import impls
+from impls import reference
+from bench.oracle import check_case
+
+
+def loss_of(backend, params, x, dlogits, lengths=None):
+    logits, _ = backend.forward(params, x, lengths)
+    return float(np.sum(logits * dlogits))
+
+
+@pytest.mark.parametrize("lengths", [None, np.array([2, 6, 4])], ids=["full", "lengths"])
+def test_bptt_gradients_match_central_differences(lengths):
+    backend = impls.get("numpy")
+    params, x, dlogits = check_case(3, 6, 3, 5, 4, seed=21, dtype=np.float64)
+    _, cache = backend.forward(params, x, lengths)
+    grads = backend.backward(params, cache, dlogits)
+    eps = 1e-6
+    for key, value in params.items():
+        numeric = np.zeros_like(value)
+        for index in np.ndindex(value.shape):
+            bumped = {k: v.copy() for k, v in params.items()}
+            bumped[key][index] += eps
+            up = loss_of(backend, bumped, x, dlogits, lengths)
+            bumped[key][index] -= 2 * eps
+            numeric[index] = (up - loss_of(backend, bumped, x, dlogits, lengths)) / (2 * eps)
+        scale = np.abs(numeric).max()
+        assert np.abs(grads[key] - numeric).max() <= 1e-7 * max(scale, 1.0), key
+
+
+def test_gradient_flows_through_every_step():
+    """Full BPTT, not the article's output-layer-only backward: the first input step
+    influences the gradient of W_xh."""
+    backend = impls.get("numpy")
+    params, x, dlogits = check_case(2, 12, 3, 6, 2, seed=2)
+    _, cache = backend.forward(params, x)
+    base = backend.backward(params, cache, dlogits)["W_xh"]
+    x2 = x.copy()
+    x2[:, 0, :] += 1.0
+    _, cache2 = backend.forward(params, x2)
+    assert not np.allclose(backend.backward(params, cache2, dlogits)["W_xh"], base)
+
+
+@pytest.mark.parametrize("lengths", [None, [3, 6]], ids=["full", "lengths"])
+def test_reference_runs_unchanged_under_array_api_strict(lengths):
+    xps = pytest.importorskip("array_api_strict")
+    params, x, dlogits = check_case(2, 6, 3, 5, 4, seed=9)
+    np_lengths = None if lengths is None else np.array(lengths)
+    logits, cache = reference.forward(np, params, x, np_lengths)
+    grads = reference.backward(np, params, cache, dlogits)
+    strict = {k: xps.asarray(v) for k, v in params.items()}
+    s_lengths = None if lengths is None else xps.asarray(np_lengths)
+    s_logits, s_cache = reference.forward(xps, strict, xps.asarray(x), s_lengths)
+    s_grads = reference.backward(xps, strict, s_cache, xps.asarray(dlogits))
+    np.testing.assert_allclose(np.asarray(s_logits), logits, rtol=1e-14)
+    for key in grads:
+        np.testing.assert_allclose(np.asarray(s_grads[key]), grads[key], rtol=1e-13, atol=1e-15)
+    s_pred = reference.forward(xps, strict, xps.asarray(x), s_lengths, keep_states=False)[0]
+    np.testing.assert_allclose(np.asarray(s_pred), logits, rtol=1e-14)
