@@ -21,16 +21,25 @@ def _last_step_mask(xp, lengths, seq_len, dtype):
 
 def forward(xp, params, x, lengths=None, *, keep_states=True):
     """-> (logits (B, C), cache). With keep_states=False only the running h is kept:
-    O(B*H) memory instead of O(T*B*H), for inference."""
+    O(B*H) memory instead of O(T*B*H), for inference.
+
+    Large temporaries are few on purpose: each fresh (T, B, H) array costs page faults
+    on first touch, which measured as much as the GEMM that fills it on this machine.
+    """
     W_xh, W_hh, b_h = params["W_xh"], params["W_hh"], params["b_h"]
     batch_size, seq_len, input_size = x.shape
     hidden_size = W_hh.shape[0]
     # One GEMM for the input projection of every time step, outside the recurrence.
     xs = xp.reshape(xp.permute_dims(x, (1, 0, 2)), (seq_len * batch_size, input_size))  # (T*B, I)
-    pre_x = xp.reshape(xs @ W_xh.T + b_h, (seq_len, batch_size, hidden_size))  # (T, B, H)
+    pre_x = xs @ W_xh.T  # (T*B, H)
+    pre_x += b_h  # in place: no second (T*B, H) array
+    pre_x = xp.reshape(pre_x, (seq_len, batch_size, hidden_size))  # (T, B, H)
     W_hh_T = W_hh.T
     h = xp.zeros((batch_size, hidden_size), dtype=x.dtype)
-    states = xp.zeros((seq_len + 1, batch_size, hidden_size), dtype=x.dtype) if keep_states else None
+    states = None
+    if keep_states:
+        states = xp.empty((seq_len + 1, batch_size, hidden_size), dtype=x.dtype)  # (T+1, B, H)
+        states[0, ...] = h
     mask = None if lengths is None else _last_step_mask(xp, lengths, seq_len, x.dtype)
     h_last = xp.zeros_like(h) if (mask is not None and not keep_states) else None
     for t in range(seq_len):
@@ -44,20 +53,23 @@ def forward(xp, params, x, lengths=None, *, keep_states=True):
     elif keep_states:
         h_last = xp.sum(states[1:, ...] * mask, axis=0)  # (B, H)
     logits = h_last @ params["W_hy"].T + params["b_y"]  # (B, C)
-    cache = {"batch_size": batch_size, "xs": xs, "states": states, "h_last": h_last, "mask": mask}
+    # pre_x is dead after the loop; backward reuses its memory for the per-step gradients.
+    cache = {"batch_size": batch_size, "xs": xs, "states": states, "h_last": h_last,
+             "mask": mask, "scratch": pre_x if keep_states else None}
     return logits, cache
 
 
 def backward(xp, params, cache, dlogits):
     """Gradients of sum(logits * dlogits). The loop carries only dh through time; the
-    weight gradients of the recurrence are GEMMs over all steps at once, after it."""
+    weight gradients of the recurrence are GEMMs over all steps at once, after it.
+    Calling it again on the same cache is safe: every slot of the scratch is rewritten."""
     W_hh = params["W_hh"]
     states, mask, xs = cache["states"], cache["mask"], cache["xs"]
     seq_len, batch_size, hidden_size = states.shape[0] - 1, states.shape[1], states.shape[2]
     grads = {"W_hy": dlogits.T @ cache["h_last"],  # (C, H)
              "b_y": xp.sum(dlogits, axis=0)}  # (C,)
     dh_head = dlogits @ params["W_hy"]  # (B, H): dL/dh_L
-    dpre = xp.zeros((seq_len, batch_size, hidden_size), dtype=dlogits.dtype)  # (T, B, H)
+    dpre = cache["scratch"]  # (T, B, H): gradient w.r.t. each step's pre-activation
     dh = xp.zeros_like(dh_head) if mask is not None else dh_head
     for t in range(seq_len - 1, -1, -1):
         if mask is not None:
