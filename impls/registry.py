@@ -22,15 +22,20 @@ class Entry:
     requires: str  # the pip requirement a missing import points to
     # dtype name -> allowed relative error vs the float64 oracle (logits and gradients)
     tolerance: dict[str, float] = field(default_factory=dict)
+    # files under impls/ whose code is this implementation's (the report counts their
+    # lines as "development effort"; shared math counts for every user of it)
+    sources: tuple[str, ...] = ()
 
 
 # float32 bounds: a handful of float32 ulps (6e-8) amplified through up to a few hundred
 # recurrent steps; measured max over the conformance shapes is ~1e-6, bounds leave 10x+.
 REGISTRY: dict[str, Entry] = {e.name: e for e in (
     Entry("numpy", "numpy_backend", "NumPy, vectorised over the batch, hand-written BPTT",
-          "numpy", {"float64": 1e-10, "float32": 2e-5}),
+          "numpy", {"float64": 1e-10, "float32": 2e-5},
+          ("numpy_backend.py", "reference.py")),
     Entry("torch", "torch_backend", "PyTorch eager: nn.RNN kernel + linear head, autograd",
-          "torch", {"float64": 1e-10, "float32": 2e-5}),
+          "torch", {"float64": 1e-10, "float32": 2e-5},
+          ("torch_backend.py",)),
 )}
 
 
