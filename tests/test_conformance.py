@@ -6,7 +6,7 @@ import pytest
 
 import impls
 from bench.oracle import check_case, compare, reference
-from tests.conftest import backend_or_skip
+from conftest import backend_or_skip
 
 # (batch_size, seq_len, input_size, hidden_size, num_classes)
 SHAPES = {

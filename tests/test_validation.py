@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import impls
-from tests.conftest import backend_or_skip
+from conftest import backend_or_skip
 
 INPUT_SIZE, HIDDEN, CLASSES = 3, 5, 4
 

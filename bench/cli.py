@@ -1,0 +1,256 @@
+"""`rnnbench`: list, check, train, evaluate, sweep, report and profile the implementations.
+
+Bad arguments and bad data end in one clear line on stderr and a non-zero exit, never
+a traceback: every error the library raises on purpose is a ValueError, Unavailable or
+an OSError about a file.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import impls
+
+EXIT_FAILED_CHECK = 1
+EXIT_USAGE = 2
+
+# (batch_size, seq_len, input_size, hidden_size, num_classes): small, long, and typical
+CHECK_SHAPES = [(1, 1, 1, 4, 2), (3, 200, 4, 16, 5), (32, 16, 32, 64, 10)]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def cmd_list(args) -> int:
+    from bench.tables import format_table
+
+    rows = []
+    for name, status in impls.available().items():
+        spec = impls.entry(name)
+        if status:
+            backend = impls.get(name)
+            rows.append([name, "yes", backend.device, ",".join(d.name for d in backend.dtypes),
+                         "yes" if backend.supports_backward else "no", spec.description])
+        else:
+            rows.append([name, "no", "-", "-", "-", f"unavailable: {status.reason}"])
+    print(format_table(["impl", "available", "device", "dtypes", "backward", "notes"], rows))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from bench.oracle import check_case, compare
+
+    try:
+        import torch  # noqa: F401  (the oracle is PyTorch autograd in float64)
+    except ImportError as exc:
+        raise impls.Unavailable("the float64 oracle needs torch: pip install 'rnnbench[cpu]'") from exc
+    from bench.tables import format_table
+
+    names = args.impl.split(",") if args.impl else impls.names()
+    rows, failed = [], 0
+    for name in names:
+        try:
+            backend = impls.get(name)
+        except impls.Unavailable as exc:
+            rows.append([name, "-", "-", "-", "-", f"skipped: unavailable: {exc}"])
+            continue
+        for dtype in backend.dtypes:
+            bound = impls.tolerance(name, dtype)
+            worst = max(max(compare(backend, *check_case(*shape, seed=0, dtype=dtype)).values())
+                        for shape in CHECK_SHAPES)
+            failed += not worst <= bound
+            rows.append([name, dtype.name, "logits+grads" if backend.supports_backward else "logits",
+                         f"{worst:.2e}", f"{bound:.0e}", "ok" if worst <= bound else "FAILED"])
+    print(format_table(["impl", "dtype", "compared", "max rel error", "tolerance", "result"], rows))
+    print(f"shapes (batch, seq_len, input, hidden, classes): {CHECK_SHAPES}; oracle: torch autograd, float64")
+    print("all checks passed" if not failed else f"{failed} check(s) FAILED")
+    return EXIT_FAILED_CHECK if failed else 0
+
+
+def _load_data(args):
+    from bench.data import load_dataset
+
+    dataset = load_dataset(args.dataset, seed=args.seed)
+    return dataset.astype(np.dtype(args.dtype))
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from bench.train import TrainConfig, train
+
+    backend = impls.get(args.impl)
+    if not backend.supports_backward:
+        raise ValueError(f"{args.impl} is forward-only and cannot train; train with another "
+                         f"backend, then: rnnbench evaluate --impl {args.impl} --params P.npz")
+    dataset = _load_data(args)
+    overrides = {k: getattr(args, k) for k in ("hidden_size", "epochs", "lr", "optimizer",
+                                                 "batch_size", "seed", "dtype")
+                 if getattr(args, k) is not None}
+    config = TrainConfig(**overrides)
+    print(f"training {args.impl} on {dataset.name}: {len(dataset.y_train)} train / "
+          f"{len(dataset.y_val)} val / {len(dataset.y_test)} test, seq_len {dataset.seq_len}, "
+          f"input_size {dataset.input_size}, {dataset.num_classes} classes, {config}")
+    bar = tqdm(total=config.epochs, unit="epoch", file=sys.stderr, disable=args.quiet)
+
+    def on_epoch(record):
+        bar.update(1)
+        bar.write(f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f}  "
+                  f"val loss {record['val_loss']:.4f}  val accuracy {record['val_accuracy']:.4f}")
+
+    result = train(backend, dataset, config, progress=on_epoch)
+    bar.close()
+    if result.stopped_early:
+        print(f"early stop: best validation loss at epoch {result.best_epoch}; restored those weights")
+    if args.save:
+        np.savez(args.save, **result.params)
+        print(f"saved canonical parameters to {args.save}")
+    print(f"test accuracy {result.test_accuracy:.4f}")
+    return 0
+
+
+def load_params(path: str) -> dict:
+    """Canonical parameters from an .npz written by `train --save` (never unpickles)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            params = {k: archive[k] for k in archive.files}
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a plain-array .npz ({exc})") from exc
+    impls.check_params(params)
+    return params
+
+
+def cmd_evaluate(args) -> int:
+    from bench.train import evaluate
+
+    backend = impls.get(args.impl)
+    params = load_params(args.params)
+    dataset = _load_data(args)
+    input_size, _, num_classes = impls.infer_sizes(params)
+    if (input_size, num_classes) != (dataset.input_size, dataset.num_classes):
+        raise ValueError(f"{args.params} was trained for input_size {input_size} and {num_classes} "
+                         f"classes; {dataset.name} has input_size {dataset.input_size} and "
+                         f"{dataset.num_classes} classes")
+    params = {k: v.astype(args.dtype) for k, v in params.items()}
+    loss, accuracy = evaluate(backend, params, dataset.x_test, dataset.y_test, dataset.lengths_test)
+    print(f"{args.impl} on {dataset.name} test set ({len(dataset.y_test)} sequences): loss {loss:.4f}")
+    print(f"test accuracy {accuracy:.4f}")
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _str_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def cmd_sweep(args) -> int:
+    from bench.spec import build_grid, load_config
+    from bench.sweep import run_sweep
+
+    config = load_config(args.config) if args.config else {}
+    preset = args.preset or config.pop("preset", None)
+    overrides = {k: v for k, v in config.items() if k != "preset"}
+    cli = {"impls": args.impl, "phases": args.phase, "batch_size": args.batch_size,
+           "hidden_size": args.hidden_size, "seq_len": args.seq_len, "input_size": args.input_size,
+           "dtype": args.dtype, "threads": args.threads}
+    overrides.update({k: v for k, v in cli.items() if v is not None})
+    if args.no_accuracy:
+        overrides["accuracy"] = False
+    unknown = set(overrides.get("impls", ())) - set(impls.names())
+    if unknown:
+        raise ValueError(f"unknown implementations {sorted(unknown)}; registered: {', '.join(impls.names())}")
+    grid = build_grid(preset, **overrides)
+    out = run_sweep(grid, args.out, resume=args.resume, force=args.force, progress=not args.quiet,
+                    command=["rnnbench", *sys.argv[1:]], max_case_s=args.max_case_s)
+    print(f"results: {out / 'results.csv'}")
+    if args.report:
+        from bench.report import write_report
+        print(f"report: {write_report(out)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="implementations: available or why not, device, dtypes, backward")
+    check = sub.add_parser("check", help="every available backend against the float64 oracle")
+    check.add_argument("--impl", help="comma-separated names (default: all)")
+
+    def data_args(p):
+        p.add_argument("--impl", required=True, choices=impls.names())
+        p.add_argument("--dataset", default="digits",
+                       help="digits | digits-pixels | synthetic | PATH.npz (default digits)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+
+    train = sub.add_parser("train", help="train one implementation, print test accuracy")
+    data_args(train)
+    train.add_argument("--hidden-size", type=_positive_int)
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--lr", type=_positive_float)
+    train.add_argument("--optimizer", choices=["adam", "sgd"])
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--save", metavar="PARAMS.npz", help="write the canonical parameters")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate = sub.add_parser("evaluate", help="test accuracy of saved weights")
+    data_args(evaluate)
+    evaluate.add_argument("--params", required=True, metavar="PARAMS.npz")
+
+    sweep = sub.add_parser("sweep", help="time, memory, FLOPs and accuracy over a grid of sizes")
+    sweep.add_argument("--preset", help="quick (default) | default | deepbench")
+    sweep.add_argument("--config", metavar="FILE.toml", help="grid keys as in bench.spec.Grid")
+    sweep.add_argument("--impl", type=_str_list, help="comma-separated (default: all registered)")
+    sweep.add_argument("--phase", type=_str_list, help="forward,backward,train_step")
+    for name in ("batch-size", "hidden-size", "seq-len", "input-size", "threads"):
+        sweep.add_argument(f"--{name}", type=_int_list, help="comma-separated integers")
+    sweep.add_argument("--dtype", type=_str_list, help="float32,float64")
+    sweep.add_argument("--out", required=True, metavar="DIR")
+    sweep.add_argument("--resume", action="store_true", help="run only what DIR is missing")
+    sweep.add_argument("--force", action="store_true", help="overwrite the run in DIR")
+    sweep.add_argument("--max-case-s", type=_positive_float, default=120.0,
+                       help="skip (before running) cases estimated to take longer (default 120)")
+    sweep.add_argument("--no-accuracy", action="store_true", help="no training/accuracy rows")
+    sweep.add_argument("--report", action="store_true", help="write DIR/report.md afterwards")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+COMMANDS = {"list": cmd_list, "check": cmd_check, "train": cmd_train, "evaluate": cmd_evaluate,
+            "sweep": cmd_sweep}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, impls.Unavailable, OSError, FloatingPointError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"rnnbench: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

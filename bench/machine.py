@@ -1,0 +1,144 @@
+"""The machine a run measured: thread control, the calibration GEMM peak, and meta.json.
+
+One thread count for every implementation in a comparison: `use_threads(n)` sets it for
+every library that keeps its own pool — BLAS/OpenMP through threadpoolctl, torch (whose
+statically linked MKL threadpoolctl cannot see) through torch.set_num_threads, numba when
+it is loaded. Backends that create sessions (ONNX Runtime) read `current_threads()`.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+_threads = {"n": None}
+
+
+def current_threads() -> int | None:
+    return _threads["n"]
+
+
+@contextlib.contextmanager
+def use_threads(n: int):
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    numba = sys.modules.get("numba")
+    previous = (_threads["n"], torch.get_num_threads() if torch else None,
+                numba.get_num_threads() if numba else None)
+    _threads["n"] = n
+    try:
+        with threadpool_limits(limits=n):
+            if torch:
+                torch.set_num_threads(n)
+            if numba:
+                numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+            yield
+    finally:
+        _threads["n"] = previous[0]
+        if torch and previous[1]:
+            torch.set_num_threads(previous[1])
+        if numba and previous[2]:
+            numba.set_num_threads(previous[2])
+
+
+def gemm_peak_gflops(dtype: str, threads: int, size: int = 1024, seconds: float = 0.5) -> dict:
+    """Measured peak: the best GFLOP/s of square GEMMs in numpy (OpenBLAS) and torch (MKL)
+    at this dtype and thread count. It is the roofline every row's pct_peak refers to."""
+    from bench.timing import measure
+
+    a = np.random.default_rng(0).standard_normal((size, size)).astype(dtype)
+    b = a.T.copy()
+    flops = 2 * size ** 3
+    result = {}
+    with use_threads(threads):
+        m = measure(lambda: a @ b, min_time_s=seconds)
+        result["numpy"] = flops / m.median / 1e9
+        try:
+            import torch
+        except ImportError:
+            pass
+        else:
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            m = measure(lambda: ta @ tb, min_time_s=seconds)
+            result["torch"] = flops / m.median / 1e9
+    result["peak"] = max(result.values())
+    return result
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    return None
+
+
+def gpu_info() -> list[dict]:
+    """GPUs torch can see (name, CUDA, cuDNN); empty on a CPU-only machine."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return []
+    return [{"name": torch.cuda.get_device_name(i), "cuda": torch.version.cuda,
+             "cudnn": torch.backends.cudnn.version()} for i in range(torch.cuda.device_count())]
+
+
+def blas_info() -> list[dict]:
+    from threadpoolctl import threadpool_info
+
+    keep = ("internal_api", "version", "num_threads", "architecture", "filepath", "threading_layer")
+    return [{k: info.get(k) for k in keep} for info in threadpool_info()]
+
+
+def machine_meta() -> dict:
+    torch = sys.modules.get("torch")
+    return {
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {p: _version(p) for p in ("numpy", "torch", "numba", "onnxruntime", "cupy",
+                                               "scikit-learn", "pandas", "threadpoolctl")},
+        "blas": blas_info(),
+        "torch_threads": torch.get_num_threads() if torch else None,
+        "torch_mkl": bool(torch and torch.backends.mkl.is_available()),
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                               "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")},
+        "gpus": gpu_info(),
+        "git_commit": git_commit(),
+    }
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def wall() -> float:
+    return time.perf_counter()

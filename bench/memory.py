@@ -1,0 +1,63 @@
+"""Peak memory of one call, measured the same way for every CPU backend.
+
+tracemalloc sees only Python's allocator, not torch's or ONNX Runtime's, so we read the
+kernel's resident-set high-water mark instead: reset it (`5` to /proc/self/clear_refs),
+record the resident set, run the phase once, read VmHWM. The difference is what the call
+touched on top of what was already resident, whoever allocated it.
+
+Two allocator effects would hide it: glibc raises its mmap threshold after a large free
+(so later large arrays reuse heap that is already resident) and keeps freed heap mapped.
+`prepare()` pins the threshold and each measurement trims the heap first.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+from pathlib import Path
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's default, made static
+
+
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def supported() -> bool:
+    return _CLEAR_REFS.exists() and _STATUS.exists()
+
+
+def prepare() -> None:
+    """Make large allocations come from (and go back to) mmap, so they show in RSS."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+
+
+def _status_bytes(field: str) -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"{field} missing from {_STATUS}")
+
+
+def peak_bytes(fn, sync=lambda: None) -> int:
+    """Resident memory `fn()` added at its peak, in bytes (page granularity)."""
+    if not supported():
+        raise OSError("peak memory needs Linux's /proc/self/clear_refs")
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+    _CLEAR_REFS.write_text("5")  # reset VmHWM to the current VmRSS
+    baseline = _status_bytes("VmRSS")
+    result = fn()
+    sync()
+    peak = _status_bytes("VmHWM")
+    del result
+    return max(0, peak - baseline)

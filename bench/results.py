@@ -1,0 +1,119 @@
+"""Results on disk: results.csv (tidy, one row per impl x size x phase), raw_times.jsonl
+(every sample behind each row's median), meta.json (machine, versions, command, times).
+
+Rows are appended and flushed to disk (fsync) one at a time as they finish, so a sweep
+killed at any moment — SIGKILL included — leaves a valid CSV of every finished row; a
+line cut short by the kill is dropped on reading, never half-parsed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+from bench.runner import COLUMNS
+from bench.spec import KEY_COLUMNS
+
+RESULTS_CSV = "results.csv"
+RAW_TIMES = "raw_times.jsonl"
+META_JSON = "meta.json"
+INT_COLUMNS = ("batch_size", "seq_len", "input_size", "hidden_size", "threads", "num_classes")
+
+
+def _complete_lines(path: Path) -> str:
+    text = path.read_text() if path.exists() else ""
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # a row cut short by a kill: drop it
+    return text
+
+
+class RowWriter:
+    """Appends rows to results.csv (header first when new) and raw times beside it."""
+
+    def __init__(self, run_dir: Path):
+        self.csv_path = Path(run_dir) / RESULTS_CSV
+        self.raw_path = Path(run_dir) / RAW_TIMES
+        kept = _complete_lines(self.csv_path)
+        if kept != (self.csv_path.read_text() if self.csv_path.exists() else ""):
+            self.csv_path.write_text(kept)  # repair a torn last line before appending
+        self._csv = open(self.csv_path, "a", newline="")
+        self._raw = open(self.raw_path, "a")
+        if not kept:
+            self._append(self._csv, self._format(COLUMNS))
+
+    @staticmethod
+    def _format(values) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(values)
+        return buffer.getvalue()
+
+    @staticmethod
+    def _append(handle, line: str) -> None:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    def write(self, row: dict) -> None:
+        raw = row.get("raw_times")
+        if raw:
+            key = {k: row[k] for k in KEY_COLUMNS}
+            self._append(self._raw, json.dumps({**key, "times_s": raw}) + "\n")
+        cells = ["" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c]))
+                 else row[c] for c in COLUMNS]
+        self._append(self._csv, self._format(cells))
+
+    def close(self) -> None:
+        self._csv.close()
+        self._raw.close()
+
+
+def read_rows(run_dir) -> list[dict]:
+    """Every complete row of a run's results.csv, as dicts of strings."""
+    text = _complete_lines(Path(run_dir) / RESULTS_CSV)
+    return list(csv.DictReader(io.StringIO(text))) if text else []
+
+
+def done_keys(run_dir) -> set[tuple]:
+    keys = set()
+    for row in read_rows(run_dir):
+        keys.add(tuple(int(row[k]) if k in INT_COLUMNS else row[k] for k in KEY_COLUMNS))
+    return keys
+
+
+def write_meta(run_dir, meta: dict) -> None:
+    path = Path(run_dir) / META_JSON
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def read_meta(run_dir) -> dict:
+    path = Path(run_dir) / META_JSON
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load_run(run_dir):
+    """One run as a pandas DataFrame, typed, with `run` (folder name) and the machine's
+    CPU from meta.json as columns, so several runs concatenate into one frame."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    text = _complete_lines(run_dir / RESULTS_CSV)
+    if not text:
+        raise ValueError(f"{run_dir}: no {RESULTS_CSV} with rows")
+    frame = pd.read_csv(io.StringIO(text), keep_default_na=True)
+    frame["noisy"] = frame["noisy"].map({True: True, False: False, "True": True, "False": False})
+    meta = read_meta(run_dir)
+    frame["run"] = run_dir.name
+    frame["cpu_model"] = meta.get("machine", {}).get("cpu_model")
+    return frame
+
+
+def load_runs(run_dirs):
+    """Several runs (machines, environments) as one frame."""
+    import pandas as pd
+
+    return pd.concat([load_run(d) for d in run_dirs], ignore_index=True)

@@ -1,0 +1,111 @@
+"""Measure one Case: build its inputs once, time its phase, measure its memory, and
+return the record (one row of results.csv). Errors become rows, never crashes."""
+from __future__ import annotations
+
+import math
+import traceback
+
+import numpy as np
+
+import impls
+from bench import flops, memory
+from bench.data import random_labels, random_sequences
+from bench.losses import cross_entropy
+from bench.optim import Adam
+from bench.spec import Case
+from bench.timing import measure
+
+# The correctness column compares against the float64 oracle at the case's size, but
+# caps the batch: the error depends on T and H, not on how many sequences share them,
+# and the oracle's float64 loop would dominate DeepBench-sized runs.
+ORACLE_MAX_BATCH = 8
+TRAIN_LR = 1e-4  # small enough that thousands of timed steps never blow the weights up
+
+COLUMNS = ["impl", "phase", "batch_size", "seq_len", "input_size", "hidden_size", "dtype",
+           "threads", "num_classes", "device", "median_s", "iqr_s", "repeats", "samples",
+           "noisy", "timer_overhead_pct", "seq_per_s", "steps_per_s", "gflops", "pct_peak",
+           "peak_gflops", "peak_mem_bytes", "analytic_mem_bytes", "compile_s", "max_err",
+           "test_accuracy", "time_to_accuracy_s", "dataset", "status", "reason"]
+
+
+def empty_row(case: Case, status: str, reason: str = "") -> dict:
+    row = dict.fromkeys(COLUMNS)
+    row.update({k: getattr(case, k) for k in ("impl", "phase", "batch_size", "seq_len",
+                                               "input_size", "hidden_size", "dtype", "threads",
+                                               "num_classes")})
+    row.update(status=status, reason=reason)
+    return row
+
+
+def make_phase(backend, case: Case, seed: int = 0):
+    """-> a zero-argument callable doing exactly one unit of the phase's work on
+    pre-converted native arrays (no host<->device copies inside)."""
+    host = impls.init_params(case.input_size, case.hidden_size, case.num_classes,
+                             seed=seed, dtype=case.dtype)
+    params = backend.from_numpy(host)
+    x = backend.asarray(random_sequences(case.batch_size, case.seq_len, case.input_size,
+                                         seed=seed, dtype=np.dtype(case.dtype)))
+    if case.phase == "forward":
+        return lambda: backend.predict(params, x)
+    labels = backend.asarray(random_labels(case.batch_size, case.num_classes, seed=seed))
+    if case.phase == "backward":
+        logits, cache = backend.forward(params, x)
+        _, dlogits = cross_entropy(logits, labels)
+        return lambda: backend.backward(params, cache, dlogits)
+    if case.phase == "train_step":
+        optimizer = Adam(TRAIN_LR)
+        state = {"params": params}
+
+        def train_step():
+            logits, cache = backend.forward(state["params"], x)
+            _, dlogits = cross_entropy(logits, labels)
+            grads = backend.backward(state["params"], cache, dlogits)
+            state["params"] = optimizer.step(state["params"], grads)
+            return state["params"]
+        return train_step
+    raise ValueError(f"unknown phase {case.phase!r}")
+
+
+def oracle_error(backend, case: Case) -> float:
+    """Max relative error of logits (and, past inference, every gradient) vs float64."""
+    from bench.oracle import check_case, compare
+
+    params, x, dlogits = check_case(min(case.batch_size, ORACLE_MAX_BATCH), case.seq_len,
+                                    case.input_size, case.hidden_size, case.num_classes,
+                                    seed=0, dtype=np.dtype(case.dtype))
+    errors = compare(backend, params, x, dlogits)
+    if case.phase == "forward":
+        return errors["logits"]
+    return max(errors.values())
+
+
+def run_case(backend, case: Case, peak_gflops: float, *, max_err: float | None = None,
+             timing: dict | None = None) -> dict:
+    """Time, memory and derived metrics of one case, as a row dict."""
+    if case.phase != "forward" and not backend.supports_backward:
+        return empty_row(case, "skipped", f"{case.impl} is forward-only")
+    if np.dtype(case.dtype) not in backend.dtypes:
+        return empty_row(case, "skipped", f"{case.impl} does not run {case.dtype}")
+    try:
+        fn = make_phase(backend, case)
+        result = measure(fn, sync=backend.sync, **(timing or {}))
+        mem = memory.peak_bytes(make_phase(backend, case), backend.sync) if memory.supported() else None
+    except Exception as exc:  # one failure is a row; the sweep goes on
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return {**empty_row(case, "error", reason), "device": backend.device,
+                "traceback": traceback.format_exc(limit=3)}
+    work = flops.phase_flops(case.phase, case.batch_size, case.seq_len, case.input_size,
+                             case.hidden_size, case.num_classes)
+    gflops = work / result.median / 1e9
+    row = empty_row(case, "ok")
+    row.update(
+        device=backend.device, median_s=result.median, iqr_s=result.iqr, repeats=result.repeats,
+        samples=len(result.times), noisy=result.noisy, timer_overhead_pct=result.timer_overhead_pct,
+        seq_per_s=case.batch_size / result.median,
+        steps_per_s=case.batch_size * case.seq_len / result.median,
+        gflops=gflops, pct_peak=100.0 * gflops / peak_gflops if peak_gflops else math.nan,
+        peak_gflops=peak_gflops, peak_mem_bytes=mem,
+        analytic_mem_bytes=flops.activation_bytes(case.phase, case.batch_size, case.seq_len,
+                                                  case.input_size, case.hidden_size, case.dtype),
+        compile_s=result.compile_s, max_err=max_err, raw_times=list(result.times))
+    return row

@@ -1,0 +1,132 @@
+"""What a sweep runs: frozen cases, grids and presets. (What was measured is a record,
+bench.results; how it is shown, bench.report: the three are kept apart.)"""
+from __future__ import annotations
+
+import itertools
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+PHASES = ("forward", "backward", "train_step")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True, order=True)
+class Case:
+    """One measurement: an implementation at one size, phase, dtype and thread count."""
+    impl: str
+    phase: str  # forward (inference, `predict`), backward (given a cache), train_step
+    batch_size: int
+    seq_len: int
+    input_size: int
+    hidden_size: int
+    dtype: str = "float32"
+    threads: int = 1
+    num_classes: int = 10
+
+    def key(self) -> tuple:
+        """Identifies the row in results.csv (resume skips keys already there)."""
+        return (self.impl, self.phase, self.batch_size, self.seq_len, self.input_size,
+                self.hidden_size, self.dtype, self.threads)
+
+    def size(self) -> tuple[int, int, int, int]:
+        return (self.batch_size, self.seq_len, self.input_size, self.hidden_size)
+
+
+KEY_COLUMNS = ("impl", "phase", "batch_size", "seq_len", "input_size", "hidden_size", "dtype", "threads")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A cartesian sweep; `extra` lists cases outside the product (DeepBench's pairs)."""
+    impls: tuple[str, ...] = ()  # empty: every registered implementation
+    phases: tuple[str, ...] = ("forward", "train_step")
+    batch_size: tuple[int, ...] = (1, 32)
+    seq_len: tuple[int, ...] = (16, 64)
+    input_size: tuple[int, ...] = (32,)
+    hidden_size: tuple[int, ...] = (64, 128)
+    dtype: tuple[str, ...] = ("float32",)
+    threads: tuple[int, ...] = (1,)
+    # input_size = hidden_size, as DeepBench's kernels do, when set
+    input_equals_hidden: bool = False
+    extra: tuple[Case, ...] = field(default=())
+    accuracy: bool = True  # train/evaluate each implementation on digits too
+
+    def cases(self, registered: list[str]) -> list[Case]:
+        impls = self.impls or tuple(registered)
+        # Implementations innermost: the cases that are compared with each other run back
+        # to back, so drift in the machine's state (other tenants, thermals) hits them alike.
+        product = itertools.product(self.phases, self.dtype, self.threads, self.batch_size,
+                                    self.seq_len, self.input_size, self.hidden_size, impls)
+        cases = []
+        for phase, dtype, threads, batch, seq_len, input_size, hidden, impl in product:
+            if self.input_equals_hidden:
+                input_size = hidden
+            cases.append(Case(impl, phase, batch, seq_len, input_size, hidden, dtype, threads))
+        cases += [replace(c, impl=impl) for c in self.extra for impl in impls]  # impls innermost too
+        return list(dict.fromkeys(cases))  # de-duplicated, order kept
+
+
+def all_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _deepbench() -> Grid:
+    # Baidu DeepBench's vanilla RNN sizes (code/kernels/rnn_problems.h): training
+    # hidden 1760/2048/2560 x batch 16/32/64/128 x T=50, input = hidden; its vanilla
+    # inference cases (hidden 32, T=672 and hidden 64, T=96, batch 1).
+    inference = tuple(Case("", "forward", 1, seq_len, hidden, hidden)
+                      for hidden, seq_len in ((32, 672), (64, 96)))
+    return Grid(phases=("forward", "train_step"), batch_size=(16, 32, 64, 128), seq_len=(50,),
+                hidden_size=(1760, 2048, 2560), input_equals_hidden=True, extra=inference,
+                accuracy=False)
+
+
+PRESETS: dict[str, callable] = {
+    # The main job: every available implementation, a small grid, a few minutes here.
+    "quick": lambda: Grid(phases=("forward", "backward", "train_step"), batch_size=(1, 32),
+                          seq_len=(16, 64), hidden_size=(64, 128)),
+    "default": lambda: Grid(phases=PHASES, batch_size=(1, 8, 32, 128), seq_len=(16, 64, 256),
+                            hidden_size=(32, 64, 128, 256, 512), dtype=DTYPES,
+                            threads=tuple(sorted({1, all_cores()}))),
+    "deepbench": _deepbench,
+}
+
+GRID_KEYS = {f.name for f in fields(Grid)} - {"extra"}
+
+
+def load_config(path: str | Path) -> dict:
+    """A TOML file whose keys are Grid's fields (lists), e.g. `batch_size = [1, 32]`."""
+    with open(path, "rb") as handle:
+        data = tomllib.load(handle)
+    unknown = set(data) - GRID_KEYS - {"preset"}
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(GRID_KEYS | {'preset'})}")
+    return data
+
+
+def build_grid(preset: str | None = None, **overrides) -> Grid:
+    """A preset (default `quick`) with any non-None field overridden; validated."""
+    name = preset or "quick"
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    grid = PRESETS[name]()
+    changes = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+    grid = replace(grid, **changes)
+    bad_phases = set(grid.phases) - set(PHASES)
+    if bad_phases:
+        raise ValueError(f"unknown phases {sorted(bad_phases)}; phases: {', '.join(PHASES)}")
+    bad_dtypes = set(grid.dtype) - set(DTYPES)
+    if bad_dtypes:
+        raise ValueError(f"unknown dtypes {sorted(bad_dtypes)}; dtypes: {', '.join(DTYPES)}")
+    for name_, values in (("batch_size", grid.batch_size), ("seq_len", grid.seq_len),
+                          ("input_size", grid.input_size), ("hidden_size", grid.hidden_size),
+                          ("threads", grid.threads)):
+        if not values or any(int(v) != v or v < 1 for v in values):
+            raise ValueError(f"{name_} needs positive integers, got {list(values)}")
+    return grid
+
+
+def grid_to_dict(grid: Grid) -> dict:
+    return asdict(grid)

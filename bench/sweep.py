@@ -1,0 +1,191 @@
+"""`rnnbench sweep`: run a grid of cases, one row each, streamed to disk as they finish.
+
+Decided before anything runs: which cases cannot fit this machine's time or memory
+(status `skipped`, with the estimate as the reason). While running: an unavailable
+implementation or a failing case is a row (`unavailable` / `error`) and the sweep goes on.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+import impls
+from bench import flops, machine, memory
+from bench.results import META_JSON, RAW_TIMES, RESULTS_CSV, RowWriter, done_keys, write_meta
+from bench.runner import empty_row, oracle_error, run_case
+from bench.spec import Case, Grid
+
+# Before a case runs, its cost is estimated from its FLOPs at this fraction of the
+# measured GEMM peak (pessimistic: small GEMMs and Python loops reach less), times the
+# calls timing makes at least (first, 2 warm-up, 7 samples, 1 memory) + the oracle.
+ASSUMED_EFFICIENCY = 0.2
+CALLS_PER_CASE = 11
+MEMORY_HEADROOM = 0.5  # a case may use at most this fraction of available memory
+ACCURACY_TARGET = 0.90  # time-to-accuracy: first epoch whose validation accuracy reaches it
+
+
+def available_memory_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def skip_reason(case: Case, peak_gflops: float, max_case_s: float) -> str | None:
+    """Why `case` cannot fit this machine, decided before it runs; None if it fits."""
+    work = flops.phase_flops("train_step" if case.phase != "forward" else "forward",
+                             case.batch_size, case.seq_len, case.input_size, case.hidden_size)
+    estimate_s = CALLS_PER_CASE * work / (ASSUMED_EFFICIENCY * peak_gflops * 1e9)
+    if estimate_s > max_case_s:
+        return (f"estimated {estimate_s:.0f} s for this case (at {ASSUMED_EFFICIENCY:.0%} of the "
+                f"{peak_gflops:.0f} GFLOP/s peak) exceeds --max-case-s {max_case_s:.0f}")
+    # training keeps ~3 activation sets alive (states, scratch, copies); params + Adam x4
+    need = 3 * flops.activation_bytes("train_step", case.batch_size, case.seq_len, case.input_size,
+                                      case.hidden_size, case.dtype)
+    need += 4 * flops.num_params(case.input_size, case.hidden_size, case.num_classes) * np.dtype(case.dtype).itemsize
+    have = available_memory_bytes()
+    if have and need > MEMORY_HEADROOM * have:
+        return f"needs ~{need / 2**30:.1f} GiB, more than {MEMORY_HEADROOM:.0%} of the {have / 2**30:.1f} GiB available"
+    return None
+
+
+def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    if (out / RESULTS_CSV).exists() and not (resume or force):
+        raise ValueError(f"{out} already holds a run; pass --resume to finish it or --force to overwrite it")
+    if force and out.exists():
+        for name in (RESULTS_CSV, RAW_TIMES, META_JSON, "report.md"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "plots", ignore_errors=True)
+        shutil.rmtree(out / "exports", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class _Sweep:
+    """The state one sweep shares across cases: backends, peaks, oracle errors."""
+
+    def __init__(self, meta: dict):
+        self.meta = meta
+        self.backends: dict[str, object] = {}
+        self.peaks: dict[tuple, float] = {}
+        self.errors: dict[tuple, float] = {}
+
+    def backend(self, name: str):
+        if name not in self.backends:
+            try:
+                self.backends[name] = impls.get(name)
+            except (impls.Unavailable, ValueError) as exc:
+                self.backends[name] = exc
+        return self.backends[name]
+
+    def peak(self, dtype: str, threads: int) -> float:
+        if (dtype, threads) not in self.peaks:
+            result = machine.gemm_peak_gflops(dtype, threads)
+            self.peaks[(dtype, threads)] = result["peak"]
+            self.meta.setdefault("calibration", []).append(
+                {"dtype": dtype, "threads": threads, "gemm_gflops": result})
+        return self.peaks[(dtype, threads)]
+
+    def max_err(self, backend, case: Case) -> float | None:
+        key = (case.impl, case.size(), case.dtype, case.phase == "forward")
+        if key not in self.errors:
+            try:
+                self.errors[key] = oracle_error(backend, case)
+            except ImportError:  # the oracle is torch; without it the column stays empty
+                self.errors[key] = None
+        return self.errors[key]
+
+    def row(self, case: Case, max_case_s: float, timing: dict | None) -> dict:
+        backend = self.backend(case.impl)
+        if isinstance(backend, Exception):
+            return empty_row(case, "unavailable", str(backend))
+        with machine.use_threads(case.threads):
+            peak = self.peak(case.dtype, case.threads)
+            reason = skip_reason(case, peak, max_case_s)
+            if reason:
+                return empty_row(case, "skipped", reason)
+            row = run_case(backend, case, peak, timing=timing)
+            if row["status"] == "ok":
+                row["max_err"] = self.max_err(backend, case)
+        return row
+
+
+def accuracy_rows(state: _Sweep, grid: Grid, registered: list[str], epochs: int) -> list[dict]:
+    """Test accuracy and time-to-accuracy on digits with a fixed epoch budget, per
+    implementation; forward-only ones evaluate weights trained by `numpy`."""
+    from bench.data import load_digits_rows
+    from bench.train import TrainConfig, evaluate, train
+
+    dataset = load_digits_rows()
+    config = TrainConfig(epochs=epochs, patience=epochs)
+    threads = min(grid.threads)
+    case = Case("", "accuracy", config.batch_size, dataset.seq_len, dataset.input_size,
+                config.hidden_size, config.dtype, threads, dataset.num_classes)
+    rows, reference_params = [], None
+    for name in grid.impls or registered:
+        this = replace(case, impl=name)
+        backend = state.backend(name)
+        if isinstance(backend, Exception):
+            rows.append(empty_row(this, "unavailable", str(backend)))
+            continue
+        row = empty_row(this, "ok")
+        row.update(device=backend.device, dataset=dataset.name)
+        try:
+            with machine.use_threads(threads):
+                if backend.supports_backward:
+                    result = train(backend, dataset, config)
+                    elapsed = np.cumsum([r["seconds"] for r in result.history])
+                    reached = [t for t, r in zip(elapsed, result.history)
+                               if r["val_accuracy"] >= ACCURACY_TARGET]
+                    row.update(test_accuracy=result.test_accuracy, median_s=result.seconds,
+                               time_to_accuracy_s=reached[0] if reached else None,
+                               reason=f"{epochs} epochs; time to {ACCURACY_TARGET:.0%} validation accuracy")
+                    reference_params = reference_params or result.params
+                elif reference_params is not None:
+                    _, accuracy = evaluate(backend, reference_params, dataset.x_test.astype(config.dtype),
+                                           dataset.y_test, dataset.lengths_test)
+                    row.update(test_accuracy=accuracy, reason="forward-only: weights trained by another backend")
+                else:
+                    row.update(status="skipped", reason="forward-only and no trained weights yet")
+        except Exception as exc:  # a row, not a crash
+            row.update(status="error", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        rows.append(row)
+    return rows
+
+
+def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, progress: bool = True,
+              command: list[str] | None = None, max_case_s: float = 120.0,
+              timing: dict | None = None, accuracy_epochs: int = 15) -> Path:
+    """Run every case of `grid` not yet in `out`/results.csv; return the folder."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    prepare_run_dir(out, resume=resume, force=force)
+    registered = impls.names()
+    done = done_keys(out) if resume else set()
+    cases = [c for c in grid.cases(registered) if c.key() not in done]
+    meta = {"command": command or sys.argv, "started": machine.now(), "finished": None,
+            "grid": asdict(grid), "max_case_s": max_case_s, "resumed": resume,
+            "machine": machine.machine_meta(), "memory_method": "VmHWM after clear_refs"
+            if memory.supported() else "unsupported"}
+    write_meta(out, meta)
+    state, writer = _Sweep(meta), RowWriter(out)
+    try:
+        bar = tqdm(cases, unit="case", file=sys.stderr, disable=not progress)
+        for case in bar:
+            bar.set_description(f"{case.impl} {case.phase} B{case.batch_size} T{case.seq_len} H{case.hidden_size}")
+            writer.write(state.row(case, max_case_s, timing))
+        if grid.accuracy:
+            for row in accuracy_rows(state, grid, registered, accuracy_epochs):
+                key = tuple(row[k] for k in ("impl", "phase", "batch_size", "seq_len", "input_size",
+                                             "hidden_size", "dtype", "threads"))
+                if key not in done:
+                    writer.write(row)
+    finally:
+        writer.close()
+        meta["finished"] = machine.now()
+        write_meta(out, meta)
+    return out

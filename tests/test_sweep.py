@@ -1,0 +1,175 @@
+"""The sweep: rows survive a SIGKILL, --resume completes without duplicates, failures
+and unavailable implementations become rows, and cases too big are skipped up front."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import impls
+from bench import flops, memory, timing
+from bench.registry_testing import temporary_entry
+from bench.results import RESULTS_CSV, done_keys, load_run, load_runs, read_rows
+from bench.spec import Case, build_grid, load_config
+from bench.sweep import run_sweep, skip_reason
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"min_samples": 3, "min_time_s": 0.01, "warmup_s": 0.0}
+
+
+def tiny_grid(**overrides):
+    base = dict(impls=["numpy"], phases=["forward"], batch_size=[1, 2], seq_len=[3],
+                hidden_size=[4], input_size=[2], accuracy=False)
+    return build_grid("quick", **{**base, **overrides})
+
+
+def test_rows_are_tidy_and_complete(tmp_path):
+    out = run_sweep(tiny_grid(phases=["forward", "backward", "train_step"]), tmp_path / "run",
+                    progress=False, timing=FAST)
+    frame = load_run(out)
+    assert len(frame) == 6 and set(frame["status"]) == {"ok"}
+    for column in ("median_s", "iqr_s", "repeats", "seq_per_s", "gflops", "pct_peak",
+                   "peak_mem_bytes", "compile_s", "max_err"):
+        assert frame[column].notna().all(), column
+    assert (frame["max_err"] < impls.tolerance("numpy", "float32")).all()
+    assert (frame["timer_overhead_pct"] < 1.0).all()
+    np.testing.assert_allclose(frame["seq_per_s"], frame["batch_size"] / frame["median_s"])
+
+
+def test_existing_run_is_never_overwritten_unless_asked(tmp_path):
+    out = run_sweep(tiny_grid(batch_size=[1]), tmp_path / "run", progress=False, timing=FAST)
+    before = (out / RESULTS_CSV).read_text()
+    with pytest.raises(ValueError, match="--resume.*--force"):
+        run_sweep(tiny_grid(batch_size=[1]), out, progress=False, timing=FAST)
+    assert (out / RESULTS_CSV).read_text() == before
+    run_sweep(tiny_grid(batch_size=[1]), out, force=True, progress=False, timing=FAST)
+    assert len(read_rows(out)) == 1
+
+
+def test_sigkill_leaves_valid_csv_and_resume_completes_it(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "bench.cli", "sweep", "--impl", "numpy", "--phase", "forward",
+               "--batch-size", "1,2,3,4,5,6,7,8", "--seq-len", "2,3,4", "--hidden-size", "4",
+               "--input-size", "2", "--no-accuracy", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(read_rows(out)) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = read_rows(out)
+    assert 3 <= len(finished) < 24, "the kill must land mid-sweep"
+    assert all(row["status"] == "ok" and row["median_s"] for row in finished)
+    subprocess.run(command + ["--resume"], cwd=ROOT, check=True, capture_output=True)
+    rows = read_rows(out)
+    keys = [tuple(r[k] for k in ("batch_size", "seq_len")) for r in rows]
+    assert len(rows) == 24 and len(set(keys)) == 24  # every case once, none duplicated
+    assert rows[: len(finished)] == finished  # finished rows were kept, not re-run
+
+
+def test_torn_last_line_is_dropped(tmp_path):
+    out = run_sweep(tiny_grid(), tmp_path / "run", progress=False, timing=FAST)
+    with open(out / RESULTS_CSV, "a") as handle:
+        handle.write("numpy,forward,9,9")  # what a kill in the middle of a write leaves
+    assert len(load_run(out)) == 2
+    assert len(done_keys(out)) == 2
+    run_sweep(tiny_grid(batch_size=[1, 2, 3]), out, resume=True, progress=False, timing=FAST)
+    assert len(load_run(out)) == 3
+
+
+class _Exploding(impls.Backend):
+    name = "exploding"
+
+    def __init__(self):
+        self.numpy = impls.get("numpy")
+        for hook in ("_from_numpy_array", "_to_numpy_array", "_is_native", "_dtype_of", "_all_finite"):
+            setattr(self, hook, getattr(self.numpy, hook))
+
+    def _predict(self, params, x, lengths):
+        raise RuntimeError("kernel exploded")
+
+
+def test_failures_and_unavailable_become_rows_and_the_sweep_goes_on(tmp_path):
+    exploding = types.SimpleNamespace(create=lambda device=None: _Exploding())
+    with temporary_entry("exploding", exploding), temporary_entry("missing", None, requires="nopkg"):
+        out = run_sweep(tiny_grid(impls=["exploding", "missing", "numpy"], batch_size=[1]),
+                        tmp_path / "run", progress=False, timing=FAST)
+    frame = load_run(out).set_index("impl")
+    assert frame.loc["exploding", "status"] == "error"
+    assert "kernel exploded" in frame.loc["exploding", "reason"]
+    assert frame.loc["missing", "status"] == "unavailable"
+    assert "nopkg" in frame.loc["missing", "reason"]
+    assert frame.loc["numpy", "status"] == "ok"
+
+
+def test_cases_too_big_for_the_machine_are_skipped_before_they_run(tmp_path):
+    huge = Case("numpy", "train_step", 128, 50, 2560, 2560)
+    assert "exceeds --max-case-s" in skip_reason(huge, peak_gflops=100.0, max_case_s=1.0)
+    assert skip_reason(Case("numpy", "forward", 1, 3, 2, 4), 100.0, 1.0) is None
+    started = time.perf_counter()
+    out = run_sweep(build_grid("deepbench", impls=["numpy"], phases=["train_step"], batch_size=[128],
+                               hidden_size=[2560]), tmp_path / "run", progress=False,
+                    max_case_s=1.0, timing=FAST)
+    rows = [r for r in read_rows(out) if r["phase"] == "train_step"]
+    assert rows and all(r["status"] == "skipped" for r in rows)
+    assert time.perf_counter() - started < 30
+
+
+def test_noisy_flag_and_statistics():
+    steady = timing.Measurement((1.0, 1.01, 0.99, 1.0, 1.02), 1, 0.0, 0.0)
+    jumpy = timing.Measurement((1.0, 1.5, 0.7, 1.3, 0.8), 1, 0.0, 0.0)
+    assert not steady.noisy and jumpy.noisy
+    assert steady.median == 1.0 and jumpy.iqr == pytest.approx(1.3 - 0.8)
+
+
+def test_measure_keeps_compile_time_apart():
+    calls = []
+
+    def slow_first():
+        calls.append(None)
+        time.sleep(0.05 if len(calls) == 1 else 0.0)
+
+    result = timing.measure(slow_first, min_samples=3, min_time_s=0.01)
+    assert result.compile_s >= 0.05
+    assert result.median < 0.01
+    assert result.timer_overhead_pct < 1.0
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_train_step_memory_grows_with_seq_len(name):
+    if not memory.supported():
+        pytest.skip("peak memory needs Linux /proc/self/clear_refs")
+    from conftest import backend_or_skip
+    from bench.runner import make_phase
+
+    backend = backend_or_skip(name)
+    peaks = [memory.peak_bytes(make_phase(backend, Case(name, "train_step", 32, seq_len, 16, 128)))
+             for seq_len in (32, 512)]
+    assert peaks[1] > peaks[0]
+    # ... and at least the analytic BPTT activations of the longer sequence
+    assert peaks[1] >= 0.5 * flops.activation_bytes("train_step", 32, 512, 16, 128)
+
+
+def test_flop_formula_by_hand():
+    # B=1, T=2, I=1, H=1, C=1: projection 2*2 + bias 2, recurrence 2*2 + add 2 + tanh 2, head 2 + 1
+    assert flops.forward_flops(1, 2, 1, 1, 1) == 4 + 2 + 4 + 2 + 2 + 2 + 1
+    assert flops.backward_flops(1, 2, 1, 1, 1) > flops.forward_flops(1, 2, 1, 1, 1)
+
+
+def test_config_file_and_several_runs_concatenate(tmp_path):
+    config = tmp_path / "grid.toml"
+    config.write_text('impls = ["numpy"]\nphases = ["forward"]\nbatch_size = [1]\nseq_len = [2]\n'
+                      'hidden_size = [4]\ninput_size = [2]\naccuracy = false\n')
+    grid = build_grid(**load_config(config))
+    first = run_sweep(grid, tmp_path / "a", progress=False, timing=FAST)
+    second = run_sweep(grid, tmp_path / "b", progress=False, timing=FAST)
+    both = load_runs([first, second])
+    assert list(both["run"]) == ["a", "b"]
+    (tmp_path / "bad.toml").write_text("batchsize = [1]\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_config(tmp_path / "bad.toml")
