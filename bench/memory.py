@@ -5,9 +5,10 @@ kernel's resident-set high-water mark instead: reset it (`5` to /proc/self/clear
 record the resident set, run the phase once, read VmHWM. The difference is what the call
 touched on top of what was already resident, whoever allocated it.
 
-Two allocator effects would hide it: glibc raises its mmap threshold after a large free
-(so later large arrays reuse heap that is already resident) and keeps freed heap mapped.
-`prepare()` pins the threshold and each measurement trims the heap first.
+Freed heap that glibc keeps mapped would hide a call's allocations (they would reuse
+pages already resident), so each measurement first collects garbage and trims the heap
+(malloc_trim): the baseline is then what is really in use. The allocator's own policy is
+left as users have it: timing must see the same allocator behaviour they do.
 """
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ from pathlib import Path
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's default, made static
 
 
 def _libc():
@@ -30,13 +29,6 @@ def _libc():
 
 def supported() -> bool:
     return _CLEAR_REFS.exists() and _STATUS.exists()
-
-
-def prepare() -> None:
-    """Make large allocations come from (and go back to) mmap, so they show in RSS."""
-    libc = _libc()
-    if libc is not None:
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
 def _status_bytes(field: str) -> int:

@@ -1,0 +1,50 @@
+"""pytest-benchmark suites: forward and train_step per implementation x a few sizes.
+
+The same rules as the harness: inputs converted once outside the timed function, a
+warm-up call (JIT, first allocations) before timing, sync() inside it, one thread.
+The test run (`python -m pytest`) disables benchmarking, so each runs once as a test;
+`tox -e bench` times them for real and saves the JSON.
+"""
+import numpy as np
+import pytest
+
+import impls
+from bench.flops import phase_flops
+from bench.machine import use_threads
+from bench.runner import make_phase
+from bench.spec import Case
+from conftest import backend_or_skip
+
+pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed")
+
+# (batch_size, seq_len, input_size, hidden_size): per-call overhead, the article's scale,
+# and a GEMM-bound size
+SIZES = {"B1-T16-H64": (1, 16, 32, 64), "B32-T64-H128": (32, 64, 32, 128),
+         "B64-T32-H512": (64, 32, 32, 512)}
+
+
+@pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
+@pytest.mark.parametrize("phase", ["forward", "train_step"])
+@pytest.mark.parametrize("name", impls.names())
+def test_phase(benchmark, name, phase, size):
+    backend = backend_or_skip(name)
+    if phase == "train_step" and not backend.supports_backward:
+        pytest.skip(f"{name} is forward-only")
+    case = Case(name, phase, *size)
+    benchmark.group = f"{phase} B{size[0]} T{size[1]} I{size[2]} H{size[3]}"
+    benchmark.extra_info.update(impl=name, device=backend.device, threads=1,
+                                flops=phase_flops(phase, *size))
+    with use_threads(1):
+        work = make_phase(backend, case)
+
+        def one_call():
+            result = work()
+            backend.sync()
+            return result
+
+        one_call()  # warm-up outside the timed region
+        result = benchmark(one_call)
+    assert result is not None
+    logits = backend.to_numpy(result if phase == "forward" else backend.predict(
+        result, backend.asarray(np.zeros((1, size[1], size[2]), np.float32))))
+    assert np.isfinite(logits).all()
