@@ -7,6 +7,7 @@ an OSError about a file.
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
 
@@ -183,6 +184,9 @@ def cmd_sweep(args) -> int:
     if unknown:
         raise ValueError(f"unknown implementations {sorted(unknown)}; registered: {', '.join(impls.names())}")
     grid = build_grid(preset, **overrides)
+    if args.out is None:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        args.out = Path("runs") / f"{preset or 'quick'}-{stamp}"
     out = run_sweep(grid, args.out, resume=args.resume, force=args.force, progress=not args.quiet,
                     command=["rnnbench", *sys.argv[1:]], max_case_s=args.max_case_s)
     print(f"results: {out / 'results.csv'}")
@@ -227,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("batch-size", "hidden-size", "seq-len", "input-size", "threads"):
         sweep.add_argument(f"--{name}", type=_int_list, help="comma-separated integers")
     sweep.add_argument("--dtype", type=_str_list, help="float32,float64")
-    sweep.add_argument("--out", required=True, metavar="DIR")
+    sweep.add_argument("--out", metavar="DIR",
+                       help="run folder (default runs/<preset>-<UTC time>: never an existing one)")
     sweep.add_argument("--resume", action="store_true", help="run only what DIR is missing")
     sweep.add_argument("--force", action="store_true", help="overwrite the run in DIR")
     sweep.add_argument("--max-case-s", type=_positive_float, default=120.0,
