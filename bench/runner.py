@@ -25,7 +25,10 @@ COLUMNS = ["impl", "phase", "batch_size", "seq_len", "input_size", "hidden_size"
            "threads", "num_classes", "device", "median_s", "iqr_s", "repeats", "samples",
            "noisy", "timer_overhead_pct", "seq_per_s", "steps_per_s", "gflops", "pct_peak",
            "peak_gflops", "peak_mem_bytes", "analytic_mem_bytes", "compile_s", "max_err",
-           "test_accuracy", "time_to_accuracy_s", "dataset", "status", "reason"]
+           "test_accuracy", "time_to_accuracy_s", "dataset",
+           # from backend.diagnostics(): compilers and quantised models
+           "graph_breaks", "recompiles", "quant_int_matmuls", "quant_float_matmuls", "model_bytes",
+           "status", "reason"]
 
 
 def empty_row(case: Case, status: str, reason: str = "") -> dict:
@@ -37,21 +40,27 @@ def empty_row(case: Case, status: str, reason: str = "") -> dict:
     return row
 
 
+def _with_inputs(fn, params, x):
+    fn.inputs = (params, x)
+    return fn
+
+
 def make_phase(backend, case: Case, seed: int = 0):
     """-> a zero-argument callable doing exactly one unit of the phase's work on
-    pre-converted native arrays (no host<->device copies inside)."""
+    pre-converted native arrays (no host<->device copies inside). Its `inputs` attribute
+    holds (params, x) for backend.diagnostics."""
     host = impls.init_params(case.input_size, case.hidden_size, case.num_classes,
                              seed=seed, dtype=case.dtype)
     params = backend.from_numpy(host)
     x = backend.asarray(random_sequences(case.batch_size, case.seq_len, case.input_size,
                                          seed=seed, dtype=np.dtype(case.dtype)))
     if case.phase == "forward":
-        return lambda: backend.predict(params, x)
+        return _with_inputs(lambda: backend.predict(params, x), params, x)
     labels = backend.asarray(random_labels(case.batch_size, case.num_classes, seed=seed))
     if case.phase == "backward":
         logits, cache = backend.forward(params, x)
         _, dlogits = cross_entropy(logits, labels)
-        return lambda: backend.backward(params, cache, dlogits)
+        return _with_inputs(lambda: backend.backward(params, cache, dlogits), params, x)
     if case.phase == "train_step":
         optimizer = Adam(TRAIN_LR)
         state = {"params": params}
@@ -62,7 +71,7 @@ def make_phase(backend, case: Case, seed: int = 0):
             grads = backend.backward(state["params"], cache, dlogits)
             state["params"] = optimizer.step(state["params"], grads)
             return state["params"]
-        return train_step
+        return _with_inputs(train_step, params, x)
     raise ValueError(f"unknown phase {case.phase!r}")
 
 
@@ -90,6 +99,7 @@ def run_case(backend, case: Case, peak_gflops: float, *, max_err: float | None =
         fn = make_phase(backend, case)
         result = measure(fn, sync=backend.sync, **(timing or {}))
         mem = memory.peak_bytes(make_phase(backend, case), backend.sync) if memory.supported() else None
+        info = {k: v for k, v in backend.diagnostics(*fn.inputs).items() if k in COLUMNS}
     except Exception as exc:  # one failure is a row; the sweep goes on
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return {**empty_row(case, "error", reason), "device": backend.device,
@@ -107,5 +117,5 @@ def run_case(backend, case: Case, peak_gflops: float, *, max_err: float | None =
         peak_gflops=peak_gflops, peak_mem_bytes=mem,
         analytic_mem_bytes=flops.activation_bytes(case.phase, case.batch_size, case.seq_len,
                                                   case.input_size, case.hidden_size, case.dtype),
-        compile_s=result.compile_s, max_err=max_err, raw_times=list(result.times))
+        compile_s=result.compile_s, max_err=max_err, raw_times=list(result.times), **info)
     return row

@@ -67,8 +67,8 @@ def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
 class _Sweep:
     """The state one sweep shares across cases: backends, peaks, oracle errors."""
 
-    def __init__(self, meta: dict):
-        self.meta = meta
+    def __init__(self, meta: dict, run_dir: Path):
+        self.meta, self.run_dir = meta, run_dir
         self.backends: dict[str, object] = {}
         self.peaks: dict[tuple, float] = {}
         self.errors: dict[tuple, float] = {}
@@ -77,6 +77,7 @@ class _Sweep:
         if name not in self.backends:
             try:
                 self.backends[name] = impls.get(name)
+                self.backends[name].cache_dir = str(self.run_dir / "exports")
             except (impls.Unavailable, ValueError) as exc:
                 self.backends[name] = exc
         return self.backends[name]
@@ -107,6 +108,7 @@ class _Sweep:
             reason = skip_reason(case, peak, max_case_s)
             if reason:
                 return empty_row(case, "skipped", reason)
+            backend.threads = case.threads
             row = run_case(backend, case, peak, timing=timing)
             if row["status"] == "ok":
                 row["max_err"] = self.max_err(backend, case)
@@ -133,6 +135,7 @@ def accuracy_rows(state: _Sweep, grid: Grid, registered: list[str], epochs: int)
             continue
         row = empty_row(this, "ok")
         row.update(device=backend.device, dataset=dataset.name)
+        backend.threads = threads
         try:
             with machine.use_threads(threads):
                 if backend.supports_backward:
@@ -172,7 +175,7 @@ def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, pro
             "machine": machine.machine_meta(), "memory_method": "VmHWM after clear_refs"
             if memory.supported() else "unsupported"}
     write_meta(out, meta)
-    state, writer = _Sweep(meta), RowWriter(out)
+    state, writer = _Sweep(meta, out), RowWriter(out)
     try:
         bar = tqdm(cases, unit="case", file=sys.stderr, disable=not progress)
         for case in bar:

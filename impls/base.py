@@ -27,6 +27,11 @@ class Backend:
     supports_backward: bool = True
     dtypes: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
     cells: tuple[str, ...] = (DEFAULT_CELL,)
+    # Set by the harness before a case runs: the thread count a backend that creates its
+    # own sessions or pools (ONNX Runtime) must use, and a folder for per-shape artefacts
+    # (exported models) that outlive the process. None: the library default, a temp dir.
+    threads: int | None = None
+    cache_dir: str | None = None
 
     # --- hooks a backend implements -------------------------------------------------
     def _from_numpy_array(self, arr: np.ndarray):
@@ -84,6 +89,12 @@ class Backend:
 
     def sync(self) -> None:
         """Wait for asynchronous work (a device stream). A no-op on the CPU."""
+
+    def diagnostics(self, params: dict, x) -> dict:
+        """Facts about how this backend ran (x, params) that belong in a results row:
+        e.g. graph_breaks/recompiles of a compiler, quantisation coverage of a model.
+        Keys must be results columns (bench.runner.COLUMNS); default: nothing."""
+        return {}
 
     # --- the contract ---------------------------------------------------------------
     def forward(self, params: dict, x, lengths=None):

@@ -25,6 +25,7 @@ class Entry:
     # files under impls/ whose code is this implementation's (the report counts their
     # lines as "development effort"; shared math counts for every user of it)
     sources: tuple[str, ...] = ()
+    factory: str = "create"  # the module's creator function, same signature for all
 
 
 # float32 bounds: a handful of float32 ulps (6e-8) amplified through up to a few hundred
@@ -36,6 +37,25 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
     Entry("torch", "torch_backend", "PyTorch eager: nn.RNN kernel + linear head, autograd",
           "torch", {"float64": 1e-10, "float32": 2e-5},
           ("torch_backend.py",)),
+    Entry("numba", "numba_backend", "Numba @njit forward and BPTT, vectorisable tanh",
+          "numba", {"float64": 1e-9, "float32": 1e-4},
+          ("numba_backend.py",)),
+    Entry("torchscript", "torchscript_backend",
+          "TorchScript-scripted cell loop, autograd (deprecated upstream)",
+          "torch", {"float64": 1e-10, "float32": 2e-5},
+          ("torchscript_backend.py",)),
+    Entry("torch_compile", "torch_compile_backend", "torch.compile'd cell loop (inductor), autograd",
+          "torch", {"float64": 1e-10, "float32": 5e-5},
+          ("torch_compile_backend.py",)),
+    Entry("onnx_fp32", "onnx_backend", "ONNX Runtime, CPUExecutionProvider, float32, forward-only",
+          "onnxruntime onnx", {"float32": 2e-5},
+          ("onnx_backend.py",), factory="create_fp32"),
+    Entry("onnx_int8", "onnx_backend", "ONNX Runtime, dynamic int8 quantised matmuls, forward-only",
+          "onnxruntime onnx", {"float32": 5e-2},
+          ("onnx_backend.py",), factory="create_int8"),
+    Entry("cupy", "cupy_backend", "CuPy on a CUDA GPU: the NumPy reference math, fused kernels",
+          "cupy-cuda12x", {"float64": 1e-10, "float32": 2e-5},
+          ("cupy_backend.py", "reference.py")),
 )}
 
 
@@ -67,7 +87,7 @@ def get(name: str, device: str | None = None) -> Backend:
     except ImportError as exc:
         raise Unavailable(f"{name} needs {spec.requires!r} ({exc}); "
                           f"install it with: pip install {spec.requires}") from exc
-    return module.create(device)
+    return getattr(module, spec.factory)(device)
 
 
 def available(device: str | None = None) -> dict[str, Status]:
