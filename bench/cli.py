@@ -196,6 +196,23 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from bench.report import write_report
+
+    print(f"report: {write_report(args.run_dir)}")
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from bench.profile import profile
+
+    result = profile(args.impl, batch_size=args.batch_size, seq_len=args.seq_len,
+                     input_size=args.input_size, hidden_size=args.hidden_size, dtype=args.dtype,
+                     threads=args.threads, out_dir=args.out)
+    print(result.summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,11 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-accuracy", action="store_true", help="no training/accuracy rows")
     sweep.add_argument("--report", action="store_true", help="write DIR/report.md afterwards")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    report = sub.add_parser("report", help="plots and report.md from a run folder")
+    report.add_argument("run_dir", metavar="DIR")
+
+    prof = sub.add_parser("profile", help="where the time of one forward and one train step goes")
+    prof.add_argument("--impl", required=True, choices=impls.names())
+    prof.add_argument("--batch-size", type=_positive_int, default=32)
+    prof.add_argument("--seq-len", type=_positive_int, default=64)
+    prof.add_argument("--input-size", type=_positive_int, default=32)
+    prof.add_argument("--hidden-size", type=_positive_int, default=128)
+    prof.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    prof.add_argument("--threads", type=_positive_int, default=1)
+    prof.add_argument("--out", default="profiles", metavar="DIR",
+                      help="where the pstats / Chrome trace files go (default profiles/)")
     return parser
 
 
 COMMANDS = {"list": cmd_list, "check": cmd_check, "train": cmd_train, "evaluate": cmd_evaluate,
-            "sweep": cmd_sweep}
+            "sweep": cmd_sweep, "report": cmd_report, "profile": cmd_profile}
 
 
 def main(argv: list[str] | None = None) -> int:

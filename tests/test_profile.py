@@ -1,0 +1,100 @@
+import json
+import math
+import pstats
+import sys
+import types
+
+import pytest
+
+import impls
+from bench.profile import ProfileResult, profile
+
+SMALL = {"batch_size": 4, "seq_len": 8, "input_size": 8, "hidden_size": 16}
+
+
+@pytest.fixture(scope="module")
+def numpy_result(tmp_path_factory) -> ProfileResult:
+    return profile("numpy", **SMALL, out_dir=tmp_path_factory.mktemp("profile_numpy"))
+
+
+def test_numpy_breakdown_parts_add_up(numpy_result):
+    assert set(numpy_result.breakdown) == {"forward", "train_step"}
+    for phase, parts in numpy_result.breakdown.items():
+        total = numpy_result.totals_ms[phase]
+        measured = [ms for _, kind, ms in parts if kind != "overhead"]
+        assert total > 0 and all(ms >= 0 and math.isfinite(ms) for ms in measured)
+        assert parts[-1][1] == "overhead"
+        assert sum(ms for _, _, ms in parts) == pytest.approx(total, rel=1e-9)
+        # parts timed alone must not claim much more than the whole phase took
+        assert sum(measured) < 1.5 * total, (phase, parts, total)
+    names = [name for name, _, _ in numpy_result.breakdown["train_step"]]
+    assert any("bwd loop" in n for n in names) and any("Adam" in n for n in names)
+
+
+def test_numpy_pstats_load_and_mention_reference_forward(numpy_result):
+    paths = [p for p in numpy_result.files if p.suffix == ".pstats"]
+    assert sorted(p.name for p in paths) == ["numpy_forward.pstats", "numpy_train_step.pstats"]
+    for path in paths:
+        functions = pstats.Stats(str(path)).stats
+        assert any(file.endswith("reference.py") and name == "forward"
+                   for file, _, name in functions), path
+
+
+def test_numpy_summary_states_what_was_run(numpy_result):
+    text = numpy_result.summary
+    for needle in ("B=4", "T=8", "I=8", "H=16", "float32", "threads=1", "forward: median",
+                   "train_step: median", "numpy_forward.pstats", "overhead"):
+        assert needle in text, needle
+    last = text.splitlines()[-1]
+    assert "forward:" in last and "%" in last
+
+
+def test_torch_writes_a_chrome_trace(tmp_path):
+    pytest.importorskip("torch", reason="torch is not installed")
+    try:
+        result = profile("torch", **SMALL, out_dir=tmp_path)
+    except impls.Unavailable as exc:
+        pytest.skip(f"torch unavailable: {exc}")
+    traces = [p for p in result.files if p.name.endswith(".trace.json")]
+    assert sorted(p.name for p in traces) == ["torch_forward.trace.json", "torch_train_step.trace.json"]
+    for path in traces:
+        trace = json.loads(path.read_text())
+        assert trace["traceEvents"]
+        assert any(str(e.get("name", "")).startswith("aten::") for e in trace["traceEvents"])
+    assert "Self CPU" in result.summary and result.totals_ms["forward"] > 0
+
+
+@pytest.mark.parametrize("impl, sizes, match", [
+    ("no-such-impl", SMALL, "unknown implementation"),
+    ("numpy", {**SMALL, "batch_size": 0}, "batch_size"),
+    ("numpy", {**SMALL, "hidden_size": 2.5}, "hidden_size"),
+    ("numpy", {**SMALL, "threads": 0}, "threads"),
+])
+def test_bad_arguments_raise_value_error(tmp_path, impl, sizes, match):
+    with pytest.raises(ValueError, match=match):
+        profile(impl, **sizes, out_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # rejected before any work or file
+
+
+def test_bad_dtype_raises_value_error(tmp_path):
+    with pytest.raises(ValueError, match="dtype"):
+        profile("numpy", **SMALL, dtype="int8", out_dir=tmp_path)
+
+
+class _OpaqueBackend(impls.get("numpy").__class__):
+    """A backend whose math the profiler cannot see into (its module does not bind
+    impls.reference as `reference`): stands in for numba, onnx, ..."""
+    name = "opaque"
+
+
+def test_unknown_kind_of_backend_gets_the_generic_cprofile_path(tmp_path, monkeypatch):
+    module = types.ModuleType("impls._opaque_for_test")
+    module.create = lambda device=None: _OpaqueBackend()
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(impls.REGISTRY, "opaque",
+                        impls.Entry("opaque", "_opaque_for_test", "test double", "numpy"))
+    result = profile("opaque", **SMALL, out_dir=tmp_path)
+    assert result.breakdown == {}
+    assert sorted(p.name for p in result.files) == ["opaque_forward.pstats", "opaque_train_step.pstats"]
+    assert all(pstats.Stats(str(p)).stats for p in result.files)
+    assert "most own time in" in result.summary.splitlines()[-1]

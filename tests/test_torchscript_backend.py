@@ -1,0 +1,34 @@
+"""The torchscript backend really is TorchScript running the hand-written cell loop."""
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed: torchscript is unavailable")
+import impls  # noqa: E402
+
+
+def test_scripted_loop_not_the_fused_rnn_kernel():
+    backend = impls.get("torchscript")
+    assert isinstance(backend._script, torch.jit.ScriptFunction)
+    graph = str(backend._script.graph)
+    assert "prim::Loop" in graph and "aten::tanh" in graph
+    assert "rnn_tanh" not in graph  # not nn.RNN's fused kernel
+
+
+def test_scripting_warns_deprecation_exactly_as_filtered():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        impls.get("torchscript")
+    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert any(m.startswith("`torch.jit.script` is deprecated") for m in messages), messages
+
+
+def test_same_logits_as_torch_eager():
+    params = impls.init_params(4, 8, 3, seed=0, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((5, 7, 4))
+    outputs = []
+    for name in ("torch", "torchscript"):
+        backend = impls.get(name)
+        outputs.append(backend.to_numpy(backend.predict(backend.from_numpy(params), backend.asarray(x))))
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-12)
