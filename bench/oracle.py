@@ -51,13 +51,14 @@ def rel_error(actual, expected) -> float:
 
 
 def compare(backend, params: dict, x: np.ndarray, dlogits: np.ndarray,
-            lengths: np.ndarray | None = None) -> dict[str, float]:
+            lengths: np.ndarray | None = None, *, grads: bool = True) -> dict[str, float]:
     """Relative errors of `backend` (run in params' dtype) vs the float64 oracle:
-    {'logits': e, 'W_xh': e, ...}; gradients only for backward-capable backends."""
+    {'logits': e, 'W_xh': e, ...}; gradients only for backward-capable backends and when
+    asked (grads=False checks inference alone, through `predict`)."""
     native = backend.from_numpy(params)
     x_native = backend.asarray(x.astype(params["W_xh"].dtype))
     len_native = None if lengths is None else backend.asarray(lengths)
-    want_grads = backend.supports_backward
+    want_grads = backend.supports_backward and grads
     ref_logits, ref_grads = reference(params, x, dlogits if want_grads else None, lengths)
     if want_grads:
         logits, cache = backend.forward(native, x_native, len_native)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 PHASES = ("forward", "backward", "train_step")
+PHASE_ORDER = ("train_step", "forward", "backward")  # the order a sweep runs them in
 DTYPES = ("float32", "float64")
 
 
@@ -57,7 +58,11 @@ class Grid:
         impls = self.impls or tuple(registered)
         # Implementations innermost: the cases that are compared with each other run back
         # to back, so drift in the machine's state (other tenants, thermals) hits them alike.
-        product = itertools.product(self.phases, self.dtype, self.threads, self.batch_size,
+        # train_step before forward before backward: a compiling backend pays its training
+        # compile (forward + backward graphs) in the train_step row's compile_s, its inference
+        # compile in the forward row's; backward then reuses the training graphs.
+        phases = sorted(self.phases, key=PHASE_ORDER.index)
+        product = itertools.product(phases, self.dtype, self.threads, self.batch_size,
                                     self.seq_len, self.input_size, self.hidden_size, impls)
         cases = []
         for phase, dtype, threads, batch, seq_len, input_size, hidden, impl in product:

@@ -1,0 +1,418 @@
+"""PNG figures of a run, drawn from its results frame alone (bench.results.load_run) into
+DIR/plots/. Each plot function returns the paths it wrote, and writes nothing when the run
+lacks what it needs (one batch size only, no torch to compare with, no accuracy rows).
+The row selection the report quotes (ok rows, the representative size, speed-ups) lives
+here too, so a figure and the table beside it always show the same rows.
+
+One colour per implementation, the same in every figure and every run; hollow markers are
+noisy medians (IQR / median > 10 %). matplotlib is imported inside functions, and figures
+are drawn on the Agg canvas directly (no pyplot: no global state, no GUI backend).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+import zlib
+from pathlib import Path
+
+TIMING_PHASES = ("forward", "backward", "train_step")
+BASELINE = "torch"  # torch eager: the article's PyTorch column, what every ratio divides by
+SIZE_DIMS = ("batch_size", "seq_len", "input_size", "hidden_size")
+SHORT = {"batch_size": "B", "seq_len": "T", "input_size": "I", "hidden_size": "H"}
+
+# Fixed palette slots: the registered and planned implementations keep their colour
+# whichever subset a run holds; any other name hashes into a second palette.
+PALETTE_ORDER = ("numpy", "torch", "numba", "torchscript", "torch_compile", "onnx_fp32",
+                 "onnx_int8", "cupy")
+PHASE_MARKERS = {"forward": "o", "backward": "s", "train_step": "^"}
+AXIS_LABELS = {"batch_size": "batch size B (sequences)", "seq_len": "sequence length T (steps)",
+               "hidden_size": "hidden size H (units)", "input_size": "input size I (features)"}
+PLOT_PREFIXES = ("throughput_", "speedup_", "memory", "pct_peak", "accuracy", "compile_")
+
+
+# ---------------------------------------------------------------- which rows to show
+
+def ok_timing(frame):
+    """Rows with a measured median: status ok, a timing phase (not accuracy)."""
+    return frame[(frame["status"] == "ok") & frame["phase"].isin(TIMING_PHASES)]
+
+
+def case_keys(frame) -> list[str]:
+    """What identifies one measured case; `run` too, so concatenated runs never pair."""
+    return (["run"] if "run" in frame.columns else []) + [*SIZE_DIMS, "dtype", "threads", "phase"]
+
+
+def impl_order(frame) -> list[str]:
+    """Registered order first (numpy, torch, ...), then any other name alphabetically."""
+    import impls
+
+    present = list(dict.fromkeys(frame["impl"]))
+    known = [n for n in impls.names() if n in present]
+    return known + sorted(n for n in present if n not in known)
+
+
+def _upper_median(values):
+    ordered = sorted(set(values))
+    return ordered[len(ordered) // 2]
+
+
+def representative(frame) -> dict:
+    """The one size the report quotes and the plots fix the other axes at: float32 if run,
+    the largest thread count, then the measured size nearest (in log distance) to the upper
+    median of each dimension among the sizes that the most implementations ran."""
+    rows = ok_timing(frame)
+    if rows.empty:
+        return {}
+    dtype = "float32" if "float32" in set(rows["dtype"]) else rows["dtype"].mode().iloc[0]
+    rows = rows[rows["dtype"] == dtype]
+    threads = int(rows["threads"].max())
+    rows = rows[rows["threads"] == threads]
+    target = {d: _upper_median(rows[d]) for d in SIZE_DIMS}
+    sizes = rows.groupby(list(SIZE_DIMS))["impl"].nunique().rename("impls").reset_index()
+    sizes["distance"] = [sum(abs(math.log(r[d] / target[d])) for d in SIZE_DIMS)
+                         for _, r in sizes.iterrows()]
+    best = sizes.sort_values(["impls", "distance"], ascending=[False, True]).iloc[0]
+    return {**{d: int(best[d]) for d in SIZE_DIMS}, "dtype": dtype, "threads": threads}
+
+
+def size_label(values: dict) -> str:
+    """'B=32 T=64 I=32 H=128, float32, 1 thread' for whichever keys are given."""
+    parts = [" ".join(f"{SHORT[d]}={values[d]}" for d in SIZE_DIMS if d in values)]
+    if "dtype" in values:
+        parts.append(str(values["dtype"]))
+    if "threads" in values:
+        parts.append(f"{values['threads']} thread{'s' if values['threads'] != 1 else ''}")
+    return ", ".join(p for p in parts if p)
+
+
+def matching(frame, values: dict):
+    mask = frame["impl"].notna()
+    for key, value in values.items():
+        mask &= frame[key] == value
+    return frame[mask]
+
+
+def slice_along(frame, dims, rep: dict, *, ok_only: bool = True):
+    """(rows, fixed): the (ok timing) rows varying `dims` (one name or several) with every
+    other dimension at `rep`. input_size is released when that alone leaves under 2
+    points (grids where input = hidden, as DeepBench's). Empty when there are not 2."""
+    dims = [dims] if isinstance(dims, str) else list(dims)
+    rows = ok_timing(frame) if ok_only else frame
+    for released in ((), ("input_size",)):
+        fixed = {k: v for k, v in rep.items() if k not in dims and k not in released}
+        sub = matching(rows, fixed)
+        if len(sub.drop_duplicates(dims)) >= 2:
+            return sub, fixed
+    return rows.iloc[:0], fixed
+
+
+def speedups(frame, baseline: str = BASELINE):
+    """Per case, each other implementation's speed-up over `baseline` measured in the same
+    run: baseline median / implementation median (> 1: faster than the baseline)."""
+    rows = ok_timing(frame).assign(noisy=lambda f: f["noisy"].eq(True))
+    keys = case_keys(rows)
+    base = (rows[rows["impl"] == baseline].drop_duplicates(keys, keep="last")
+            [keys + ["median_s", "noisy"]]
+            .rename(columns={"median_s": "baseline_median_s", "noisy": "baseline_noisy"}))
+    merged = rows[rows["impl"] != baseline].merge(base, on=keys, how="inner")
+    merged["speedup"] = merged["baseline_median_s"] / merged["median_s"]
+    return merged[["impl", *keys, "median_s", "baseline_median_s", "speedup", "noisy",
+                   "baseline_noisy"]]
+
+
+# ---------------------------------------------------------------- figures
+
+def impl_color(name: str):
+    import matplotlib
+
+    if name in PALETTE_ORDER:
+        return matplotlib.colormaps["tab10"](PALETTE_ORDER.index(name))
+    return matplotlib.colormaps["Dark2"](zlib.crc32(name.encode()) % 8)
+
+
+def _figure(panels: int = 1, width: float = 5.2, height: float = 4.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * panels, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _size_axis(ax, values, axis: str = "x") -> None:
+    """Log base 2 (sizes are powers of two or close), ticked at the measured values."""
+    from matplotlib.ticker import NullLocator
+
+    values = sorted(set(int(v) for v in values))
+    getattr(ax, f"set_{axis}scale")("log", base=2)
+    getattr(ax, f"set_{axis}ticks")(values, [str(v) for v in values])
+    getattr(ax, f"{axis}axis").set_minor_locator(NullLocator())
+
+
+def _log_axis(ax, axis: str = "y") -> None:
+    """Log scale labelled in plain numbers (30000, 0.004, not 3x10^4); minor ticks are
+    labelled too when the axis spans little (all of them under 3x, at 2 and 5 under 100x)
+    so that an axis never shows a single number, nor a crowd of them."""
+    from matplotlib.ticker import FuncFormatter
+
+    getattr(ax, f"set_{axis}scale")("log")
+    target = getattr(ax, f"{axis}axis")
+
+    def minor(value, _):
+        low, high = target.get_view_interval()
+        span = high / max(low, 1e-300)
+        if value <= 0 or span > 100:
+            return ""
+        mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
+        return f"{value:g}" if span <= 3 or mantissa in (2, 5) else ""
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    target.set_minor_formatter(FuncFormatter(minor))
+
+
+def _series(ax, x, y, noisy, color, marker="o", label=None) -> None:
+    """A line with filled markers, hollow where the median was noisy."""
+    ax.plot(x, y, color=color, label=label, alpha=0.9)
+    for xi, yi, ni in zip(x, y, noisy):
+        ax.plot([xi], [yi], marker=marker, linestyle="", color=color, markersize=6,
+                markerfacecolor="none" if ni else color)
+
+
+def _finish(ax, xlabel: str, ylabel: str, title: str, noisy_any: bool, extra=(), size=9) -> None:
+    """Labels, title, grid and a legend (the impls, `extra` proxies, the noisy marker)."""
+    from matplotlib.lines import Line2D
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=size)
+    ax.grid(True, which="both", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    for handle, label in extra:
+        handles.append(handle)
+        labels.append(label)
+    if noisy_any:
+        handles.append(Line2D([], [], marker="o", linestyle="", color="grey", markerfacecolor="none"))
+        labels.append("hollow: noisy (IQR/median > 10 %)")
+    ax.legend(handles, labels, fontsize=8)
+
+
+def _noisy(rows) -> list[bool]:
+    return list(rows["noisy"].eq(True))
+
+
+def plot_throughput(frame, out_dir: Path) -> list[Path]:
+    """Per phase, sequences/s vs batch, hidden size and seq_len (one panel each, the
+    other dimensions at the representative size)."""
+    rep, names, paths = representative(frame), impl_order(frame), []
+    for phase in TIMING_PHASES:
+        rows = frame[frame["phase"] == phase]
+        panels = [(dim, *slice_along(rows, dim, rep)) for dim in ("batch_size", "hidden_size", "seq_len")]
+        panels = [p for p in panels if not p[1].empty]
+        if not panels:
+            continue
+        fig, axes = _figure(len(panels))
+        for ax, (dim, sub, fixed) in zip(axes, panels):
+            for name in names:
+                line = sub[sub["impl"] == name].sort_values(dim)
+                if len(line):
+                    _series(ax, list(line[dim]), list(line["seq_per_s"]), _noisy(line),
+                            impl_color(name), label=name)
+            _size_axis(ax, sub[dim])
+            _log_axis(ax)
+            _finish(ax, AXIS_LABELS[dim], "throughput (sequences/s, log)",
+                    f"vs {SHORT[dim]}; fixed {size_label(fixed)}", any(_noisy(sub)))
+        fig.suptitle(f"{phase}: throughput, higher is better")
+        paths.append(_save(fig, out_dir / f"throughput_{phase}.png"))
+    return paths
+
+
+def _heatmap(ax, table, noisy, limit: float) -> object:
+    """Speed-up cells coloured on a log2 scale centred on 1 (blue: faster than torch)."""
+    import numpy as np
+
+    image = ax.imshow(np.log2(table.to_numpy(dtype=float)), cmap="RdBu", vmin=-limit,
+                      vmax=limit, aspect="auto")
+    for i in range(table.shape[0]):
+        for j in range(table.shape[1]):
+            value = table.iat[i, j]
+            if not math.isnan(value):
+                ax.text(j, i, f"{value:.2f}×" + ("*" if noisy.iat[i, j] else ""), ha="center",
+                        va="center", fontsize=9,
+                        color="white" if abs(math.log2(value)) > 0.6 * limit else "black")
+    ax.set_xticks(range(table.shape[1]), [str(c) for c in table.columns])
+    ax.set_yticks(range(table.shape[0]), [str(i) for i in table.index])
+    ax.set_xlabel(AXIS_LABELS["hidden_size"])
+    ax.set_ylabel(AXIS_LABELS["batch_size"])
+    return image
+
+
+def plot_speedup(frame, out_dir: Path) -> list[Path]:
+    """Per phase, a heat-map per implementation of its speed-up over torch eager (ratio of
+    medians from the same run) over batch size x hidden size."""
+    rep, paths = representative(frame), []
+    ratios = speedups(frame)
+    if ratios.empty:
+        return []
+    for phase in TIMING_PHASES:
+        cut, fixed = slice_along(ratios[ratios["phase"] == phase], ("batch_size", "hidden_size"),
+                                 rep, ok_only=False)
+        if cut.empty:
+            continue
+        others = impl_order(cut)
+        limit = max(1.0, max(abs(math.log2(v)) for v in cut["speedup"]))
+        fig, axes = _figure(len(others), width=max(4.6, 7.0 / len(others)), height=4.0)
+        for ax, name in zip(axes, others):
+            mine = cut[cut["impl"] == name].assign(any_noisy=lambda f: f["noisy"] | f["baseline_noisy"])
+            table = mine.pivot_table(index="batch_size", columns="hidden_size", values="speedup")
+            noisy = mine.pivot_table(index="batch_size", columns="hidden_size",
+                                     values="any_noisy", aggfunc="max").reindex_like(table)
+            image = _heatmap(ax, table, noisy.fillna(0).astype(bool), limit)
+            ax.set_title(f"{name} vs torch", color=impl_color(name))
+        bar = fig.colorbar(image, ax=axes, shrink=0.9)
+        ticks = list(range(-math.floor(limit), math.floor(limit) + 1))
+        bar.set_ticks(ticks, labels=[f"{2.0 ** t:g}×" for t in ticks])
+        bar.set_label("torch median ÷ impl median (>1: faster than torch)")
+        fig.suptitle(f"{phase}: speed-up over torch eager (ratio of medians, same run)\n"
+                     f"at {size_label(fixed)}; * = a noisy median in the pair", fontsize=10)
+        paths.append(_save(fig, out_dir / f"speedup_{phase}.png"))
+    return paths
+
+
+def plot_memory(frame, out_dir: Path) -> list[Path]:
+    """train_step: measured peak RSS increase vs the analytic BPTT activations, vs seq_len."""
+    rows = frame[frame["phase"] == "train_step"]
+    sub, fixed = slice_along(rows, "seq_len", representative(rows))
+    sub = sub[sub["peak_mem_bytes"] > 0]  # 0: below the page resolution, not drawable on log
+    if sub["seq_len"].nunique() < 2:
+        return []
+    fig, (ax,) = _figure(1, width=6.4, height=4.6)
+    for name in impl_order(sub):
+        line = sub[sub["impl"] == name].sort_values("seq_len")
+        _series(ax, list(line["seq_len"]), list(line["peak_mem_bytes"] / 2**20),
+                [False] * len(line), impl_color(name), label=f"{name}: measured")
+    analytic = sub.groupby("seq_len")["analytic_mem_bytes"].first().dropna()
+    ax.plot(analytic.index, analytic / 2**20, "k--", marker="x", label="analytic (formula)")
+    _size_axis(ax, sub["seq_len"])
+    _log_axis(ax)
+    _finish(ax, AXIS_LABELS["seq_len"], "memory of one train step (MiB, log)",
+            "train_step memory: measured RSS peak vs analytic BPTT activations\n"
+            f"fixed {size_label(fixed)}", False, size=10)
+    return [_save(fig, out_dir / "memory_train_step.png")]
+
+
+def plot_pct_peak(frame, out_dir: Path) -> list[Path]:
+    """% of the measured GEMM peak vs work per call, every ok case, marker per phase."""
+    from matplotlib.lines import Line2D
+
+    rows = ok_timing(frame).dropna(subset=["pct_peak", "gflops", "median_s"])
+    rows = rows.assign(gflop=rows["gflops"] * rows["median_s"])
+    if len(rows.drop_duplicates(list(SIZE_DIMS))) < 2:  # one size: nothing to plot against
+        return []
+    fig, (ax,) = _figure(1, width=6.8, height=4.8)
+    for name in impl_order(rows):
+        mine = rows[rows["impl"] == name]
+        for phase, marker in PHASE_MARKERS.items():
+            pts = mine[mine["phase"] == phase]
+            for x, y, noisy in zip(pts["gflop"], pts["pct_peak"], _noisy(pts)):
+                ax.plot([x], [y], marker=marker, linestyle="", color=impl_color(name),
+                        markerfacecolor="none" if noisy else impl_color(name))
+        ax.plot([], [], color=impl_color(name), linewidth=6, label=name)
+    phases = [(Line2D([], [], marker=m, linestyle="", color="grey"), p)
+              for p, m in PHASE_MARKERS.items() if p in set(rows["phase"])]
+    _log_axis(ax, "x")
+    _log_axis(ax, "y")
+    _finish(ax, "work per call (GFLOP, analytic, log)", "% of measured GEMM peak (log)",
+            "compute efficiency: achieved GFLOP/s as % of this machine's GEMM peak",
+            any(_noisy(rows)), phases, size=10)
+    return [_save(fig, out_dir / "pct_peak.png")]
+
+
+def plot_accuracy(frame, out_dir: Path) -> list[Path]:
+    """Test accuracy (accuracy rows) vs train_step throughput at a representative size."""
+    acc = frame[(frame["phase"] == "accuracy") & (frame["status"] == "ok")].dropna(subset=["test_accuracy"])
+    train = ok_timing(frame[frame["phase"] == "train_step"])
+    rep = representative(train)
+    if acc.empty or not rep:
+        return []
+    at = matching(train, rep)
+    points = acc[["impl", "test_accuracy"]].merge(at[["impl", "seq_per_s", "noisy"]], on="impl")
+    if points.empty:
+        return []
+    fig, (ax,) = _figure(1, width=6.2, height=4.6)
+    for _, p in points.iterrows():
+        color = impl_color(p["impl"])
+        ax.plot([p["seq_per_s"]], [100 * p["test_accuracy"]], marker="o", markersize=9,
+                linestyle="", color=color, label=p["impl"],
+                markerfacecolor="none" if p["noisy"] is True else color)
+        ax.annotate(p["impl"], (p["seq_per_s"], 100 * p["test_accuracy"]),
+                    textcoords="offset points", xytext=(6, 6), fontsize=9)
+    _log_axis(ax, "x")
+    ax.margins(x=0.3, y=0.3)
+    dataset = ", ".join(acc["dataset"].dropna().unique()) or "the data set"
+    _finish(ax, "train_step throughput (sequences/s, log)", f"test accuracy on {dataset} (%)",
+            f"accuracy vs training speed (up and right is better)\nthroughput at {size_label(rep)}",
+            any(_noisy(points)), size=10)
+    return [_save(fig, out_dir / "accuracy_vs_throughput.png")]
+
+
+def plot_compile(frame, out_dir: Path) -> list[Path]:
+    """Per phase, first-call time (compile_s: JIT compilation shows here) vs seq_len beside
+    the steady-state median, so the one-off cost reads against a call's cost."""
+    from matplotlib.lines import Line2D
+
+    rows = frame.dropna(subset=["compile_s"])
+    rep = representative(frame)
+    panels = [(phase, *slice_along(rows[rows["phase"] == phase], "seq_len", rep))
+              for phase in TIMING_PHASES]
+    panels = [p for p in panels if not p[1].empty]
+    if not panels:
+        return []
+    fig, axes = _figure(len(panels))
+    for ax, (phase, sub, fixed) in zip(axes, panels):
+        for name in impl_order(sub):
+            line = sub[sub["impl"] == name].sort_values("seq_len")
+            _series(ax, list(line["seq_len"]), list(line["compile_s"]), [False] * len(line),
+                    impl_color(name), label=name)
+            ax.plot(line["seq_len"], line["median_s"], ":", color=impl_color(name))
+        _size_axis(ax, sub["seq_len"])
+        _log_axis(ax)
+        styles = [(Line2D([], [], color="grey"), "first call (compile_s)"),
+                  (Line2D([], [], color="grey", linestyle=":"), "steady-state median")]
+        _finish(ax, AXIS_LABELS["seq_len"], "seconds (log)", f"{phase}; fixed {size_label(fixed)}",
+                False, styles)
+    fig.suptitle("first call (includes any JIT compilation) vs steady-state call")
+    return [_save(fig, out_dir / "compile_time.png")]
+
+
+PLOTS = (plot_throughput, plot_speedup, plot_pct_peak, plot_memory, plot_compile, plot_accuracy)
+
+
+def make_plots(frame, out_dir) -> list[Path]:
+    """Every plot the frame has data for, into out_dir; earlier PNGs of ours removed first
+    so a report never embeds a figure from an older run. A plot that fails is a warning,
+    not a lost report."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.png"):
+        if old.name.startswith(PLOT_PREFIXES):
+            old.unlink()
+    paths = []
+    for plot in PLOTS:
+        try:
+            paths += plot(frame, out_dir)
+        except Exception as exc:  # one odd plot must not cost the whole report
+            warnings.warn(f"{plot.__name__} skipped: {type(exc).__name__}: {exc}", stacklevel=2)
+    return paths
+
+
+def write_plots(run_dir) -> list[Path]:
+    """Load DIR's results and write DIR/plots/*.png; return the paths written."""
+    from bench.results import load_run
+
+    return make_plots(load_run(run_dir), Path(run_dir) / "plots")

@@ -1,0 +1,245 @@
+"""The report and its plots, from small synthetic run folders written with the real
+results.csv columns (fast, deterministic), plus one tiny real sweep end to end."""
+import csv
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+import impls
+from bench import flops, plots, report
+from bench.results import load_run
+from bench.runner import COLUMNS
+
+PEAK = 100.0  # GFLOP/s, the synthetic calibration
+# an implementation this checkout does not register (a run from another checkout)
+UNAVAILABLE = "ghost needs 'ghostlib' (No module named 'ghostlib')"
+ERROR = "RuntimeError: synthetic failure"
+
+
+def _timing_row(impl, phase, b, t, h, median, noisy=False):
+    work = flops.phase_flops(phase, b, t, 8, h)
+    gflops = work / median / 1e9
+    return {"impl": impl, "phase": phase, "batch_size": b, "seq_len": t, "input_size": 8,
+            "hidden_size": h, "dtype": "float32", "threads": 1, "num_classes": 10, "device": "cpu",
+            "median_s": median, "iqr_s": median * (0.2 if noisy else 0.01), "repeats": 10,
+            "samples": 7, "noisy": noisy, "timer_overhead_pct": 0.01, "seq_per_s": b / median,
+            "steps_per_s": b * t / median, "gflops": gflops, "pct_peak": 100 * gflops / PEAK,
+            "peak_gflops": PEAK, "peak_mem_bytes": 4096 * b * t,
+            "analytic_mem_bytes": flops.activation_bytes(phase, b, t, 8, h),
+            "compile_s": 3 * median, "max_err": 1e-7 if impl == "numpy" else 2e-7,
+            "status": "ok"}
+
+
+def write_run(folder: Path, batch=(1, 4), seq=(4, 16), hidden=(8, 32)) -> Path:
+    """A run: numpy 2x faster than torch everywhere but one case; an unavailable impl,
+    an error row, one noisy row, and accuracy rows."""
+    rows = []
+    for phase in ("forward", "backward", "train_step"):
+        for b in batch:
+            for t in seq:
+                for h in hidden:
+                    base = 1e-6 * b * t * h
+                    slow = 3 if (phase, b, t, h) == ("forward", 1, 4, 8) else 1  # 2/3 of torch
+                    rows.append(_timing_row("numpy", phase, b, t, h, slow * base))
+                    rows.append(_timing_row("torch", phase, b, t, h, 2 * base,
+                                            noisy=(phase, b, t, h) == ("forward", 1, 4, 8)))
+                    rows.append({"impl": "ghost", "phase": phase, "batch_size": b, "seq_len": t,
+                                 "input_size": 8, "hidden_size": h, "dtype": "float32", "threads": 1,
+                                 "num_classes": 10, "status": "unavailable", "reason": UNAVAILABLE})
+    rows.append({**{k: rows[0][k] for k in ("seq_len", "input_size", "hidden_size", "dtype",
+                                             "threads", "num_classes")},
+                 "impl": "numpy", "phase": "backward", "batch_size": 99, "device": "cpu",
+                 "status": "error", "reason": ERROR})
+    for impl, acc in (("numpy", 0.93), ("torch", 0.94)):
+        rows.append({"impl": impl, "phase": "accuracy", "batch_size": 32, "seq_len": 8, "input_size": 8,
+                     "hidden_size": 64, "dtype": "float32", "threads": 1, "num_classes": 10,
+                     "device": "cpu", "median_s": 1.5, "test_accuracy": acc, "time_to_accuracy_s": 0.5,
+                     "dataset": "digits", "status": "ok", "reason": "15 epochs"})
+    folder.mkdir(parents=True)
+    with open(folder / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS)
+        writer.writeheader()
+        writer.writerows({c: ("" if r.get(c) is None else r.get(c)) for c in COLUMNS} for r in rows)
+    meta = {"command": ["rnnbench", "sweep", "--out", str(folder)], "started": "2026-01-01T00:00:00",
+            "finished": "2026-01-01T00:01:00",
+            "machine": {"cpu_model": "Test CPU", "cores": 2, "versions": {"numpy": "2", "torch": None},
+                        "blas": [{"internal_api": "openblas", "version": "0.3"}], "gpus": [],
+                        "git_commit": "abc123"},
+            "calibration": [{"dtype": "float32", "threads": 1,
+                             "gemm_gflops": {"numpy": PEAK, "torch": 50.0, "peak": PEAK}}]}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return write_run(tmp_path_factory.mktemp("runs") / "full")
+
+
+@pytest.fixture(scope="module")
+def written(run_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a plot that fails is a warning: fail the test on it
+        path = report.write_report(run_dir)
+    return path, path.read_text()
+
+
+def test_report_embeds_every_plot_it_references(run_dir, written):
+    path, text = written
+    assert path == run_dir / "report.md"
+    referenced = re.findall(r"\]\((plots/[^)]+\.png)\)", text)
+    assert referenced and all((run_dir / p).is_file() for p in referenced)
+    names = {Path(p).name for p in referenced}
+    assert names == {p.name for p in (run_dir / "plots").glob("*.png")}
+    for expected in ("throughput_forward.png", "throughput_train_step.png", "speedup_backward.png",
+                     "memory_train_step.png", "pct_peak.png", "accuracy_vs_throughput.png",
+                     "compile_time.png"):
+        assert expected in names
+    assert "Test CPU" in text and "abc123" in text and "rnnbench sweep --out" in text
+
+
+def test_comparison_table_has_one_column_per_impl_and_the_four_dimensions(run_dir):
+    frame = load_run(run_dir)
+    table = report.comparison_table(frame, {})
+    assert list(table.columns) == ["numpy", "torch", "ghost"]
+    assert list(dict.fromkeys(table.index.get_level_values("dimension"))) == list(report.DIMENSIONS)
+    claims = table.xs("article's claim", level="measure")
+    assert claims.loc["gradients", "torch"] == "autograd"
+    assert claims.loc["development effort", "numpy"] == "implement every detail"
+    devices = table.loc["devices"]
+    assert devices.iloc[1]["numpy"] == "cpu"  # row 0 is the claim
+    assert devices.loc["available here", "ghost"] == f"unavailable: {UNAVAILABLE}"
+    assert table.loc["gradients"].iloc[1]["torch"] == "yes"
+
+
+def test_lines_of_code_count_each_registered_source(run_dir):
+    table = report.comparison_table(load_run(run_dir), {})
+    loc_row = table.loc["development effort"].iloc[1]
+    folder = Path(impls.__file__).parent
+    for name in ("numpy", "torch"):
+        expected = sum(report.count_code_lines(folder / f) for f in impls.entry(name).sources)
+        assert expected > 0
+        assert loc_row[name].startswith(f"{expected} (")
+    assert loc_row["ghost"] == report.NONE  # not registered here: nothing to count
+
+
+def test_count_code_lines_skips_blanks_comments_and_docstrings(tmp_path):
+    source = textwrap.dedent('''\
+        """Module docstring,
+        two lines."""
+        # a comment
+
+        import os  # code with a comment
+
+
+        def f(x):
+            """Function docstring."""
+            # another comment
+            text = "# not a comment"
+            value = (x +
+                     1)
+            return value
+
+
+        class C:
+            \'\'\'Class docstring.\'\'\'
+            note = """a string, not a docstring"""
+        ''')
+    path = tmp_path / "sample.py"
+    path.write_text(source)
+    # import, def, text, value (2 lines), return, class, note
+    assert report.count_code_lines(path) == 8
+
+
+def test_speedup_is_the_ratio_of_medians_from_the_csv(run_dir):
+    with open(run_dir / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    key = dict(phase="train_step", batch_size="4", seq_len="16", hidden_size="32")
+    median = {r["impl"]: float(r["median_s"]) for r in rows
+              if all(r[k] == v for k, v in key.items()) and r["status"] == "ok"}
+    ratios = plots.speedups(load_run(run_dir))
+    hit = ratios[(ratios["impl"] == "numpy") & (ratios["phase"] == "train_step")
+                 & (ratios["batch_size"] == 4) & (ratios["seq_len"] == 16) & (ratios["hidden_size"] == 32)]
+    assert len(hit) == 1
+    assert hit["speedup"].iloc[0] == pytest.approx(median["torch"] / median["numpy"])
+    assert hit["speedup"].iloc[0] == pytest.approx(2.0)
+    # forward: 7 cases at 2x and one at 2/3, so the geometric mean is (2^7 * 2/3)^(1/8)
+    means = report.geomean_speedups(load_run(run_dir)).set_index(["impl", "phase"])
+    assert means.loc[("numpy", "forward"), "geomean"] == pytest.approx((2**7 * 2 / 3) ** (1 / 8))
+    assert means.loc[("numpy", "forward"), "n"] == 8
+
+
+def test_problem_and_noisy_rows_are_listed_with_reasons(run_dir, written):
+    _, text = written
+    problems = report.problem_rows(load_run(run_dir))
+    unavailable = problems[problems["status"] == "unavailable"]
+    assert len(unavailable) == 1 and unavailable["rows"].iloc[0] == 24  # one line, not 24
+    assert unavailable["reason"].iloc[0] == UNAVAILABLE
+    assert set(problems["status"]) == {"unavailable", "error"}
+    section = text.split("## Skipped, unavailable and failed rows")[1]
+    assert "ghost" in section and "ghostlib" in section and ERROR in section
+    noisy = text.split("## Noisy rows")[1].split("##")[0]
+    assert "torch" in noisy and "B=1 T=4 I=8 H=8" in noisy
+
+
+def test_plots_skip_gracefully_on_a_single_size(tmp_path):
+    run_dir = write_run(tmp_path / "single", batch=(4,), seq=(8,), hidden=(16,))
+    frame = load_run(run_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for plot in (plots.plot_throughput, plots.plot_speedup, plots.plot_memory,
+                     plots.plot_pct_peak, plots.plot_compile):
+            assert plot(frame, tmp_path / "plots") == []
+        text = report.write_report(run_dir).read_text()
+    assert all((run_dir / p).is_file() for p in re.findall(r"\]\((plots/[^)]+)\)", text))
+    assert "B=4 T=8 I=8 H=16" in text  # the representative size is the only one
+
+
+def test_markdown_table_fallback_escapes_pipes():
+    import pandas as pd
+
+    text = report.markdown_table(pd.DataFrame({"a": ["x|y", None], "b": [1, 2]}))
+    lines = text.splitlines()
+    assert len(lines) == 4 and set(lines[1]) <= {"|", "-", " ", ":"}
+    assert "x\\|y" in lines[2] and report.NONE in lines[3]
+
+
+def test_importing_report_stays_cheap():
+    code = "import sys, bench.report; assert 'matplotlib' not in sys.modules; assert 'pandas' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+def test_report_from_a_tiny_real_sweep(tmp_path, monkeypatch):
+    from bench import machine
+    from bench.spec import build_grid
+    from bench.sweep import run_sweep
+
+    # the report is under test, not the calibration GEMMs (seconds): a fixed peak
+    monkeypatch.setattr(machine, "gemm_peak_gflops", lambda dtype, threads: {"numpy": PEAK, "peak": PEAK})
+    # numpy and torch only: compiled backends would spend the test's time compiling
+    grid = build_grid("quick", impls=["numpy", "torch"], batch_size=[1, 4], seq_len=[4],
+                      hidden_size=[8], phases=["forward", "train_step"])
+    out = run_sweep(grid, tmp_path / "run", progress=False, accuracy_epochs=1,
+                    timing={"min_samples": 3, "min_time_s": 0.01, "warmup_s": 0.005})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text = report.write_report(out).read_text()
+    assert "## The article's comparison, in numbers" in text
+    assert "plots/throughput_forward.png" in text  # two batch sizes: one panel
+    assert all((out / p).is_file() for p in re.findall(r"\]\((plots/[^)]+)\)", text))
+
+
+def test_key_results_show_diagnostics_only_when_reported(run_dir):
+    frame = load_run(run_dir)
+    rep = plots.representative(frame)
+    assert "diagnostics" not in report.key_results(frame, rep).columns
+    at_rep = (frame[list(rep)] == list(rep.values())).all(axis=1) & (frame["impl"] == "torch")
+    frame.loc[at_rep, "recompiles"] = 3
+    table = report.key_results(frame, rep)
+    assert set(table.loc[table["impl"] == "torch", "diagnostics"]) == {"recompiles 3"}
