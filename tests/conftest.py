@@ -1,7 +1,26 @@
-import numpy as np
 import pytest
 
 import impls
+
+SLOW_OPTION = "--run-slow"
+
+
+def pytest_addoption(parser):
+    parser.addoption(SLOW_OPTION, action="store_true",
+                     help="also run the slow tests (every shape of compile-heavy backends); tox -e full")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes of compilation; run with --run-slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption(SLOW_OPTION):
+        return
+    skip = pytest.mark.skip(reason=f"slow (compiles a graph per shape): run with {SLOW_OPTION} or tox -e full")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 def backend_or_skip(name: str, device: str | None = None):
@@ -12,11 +31,8 @@ def backend_or_skip(name: str, device: str | None = None):
         pytest.skip(f"{name} unavailable: {exc}")
 
 
-@pytest.fixture(params=impls.names())
-def any_backend(request):
-    return backend_or_skip(request.param)
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(1234)
+def impl_params(fast_for_heavy: bool = False) -> list:
+    """impls.names() as parameters; compile-heavy backends are marked slow unless this test
+    is one of the few that CI runs for them too (fast_for_heavy)."""
+    return [pytest.param(name, marks=() if fast_for_heavy or not impls.entry(name).compile_heavy
+                         else pytest.mark.slow) for name in impls.names()]

@@ -6,7 +6,7 @@ import pytest
 
 import impls
 from bench.oracle import check_case, compare, reference
-from conftest import backend_or_skip
+from conftest import backend_or_skip, impl_params
 
 # (batch_size, seq_len, input_size, hidden_size, num_classes)
 SHAPES = {
@@ -20,6 +20,19 @@ SHAPES = {
     "typical": (32, 16, 32, 64, 10),
 }
 DTYPES = [np.float64, np.float32]
+# Compile-heavy backends recompile per shape: CI checks them on these, --run-slow on all.
+FAST_SHAPES_FOR_HEAVY = ("batch1", "typical")
+
+
+def oracle_cases() -> list:
+    cases = []
+    for name in impls.names():
+        heavy = impls.entry(name).compile_heavy
+        for shape_id, shape in SHAPES.items():
+            slow = heavy and shape_id not in FAST_SHAPES_FOR_HEAVY
+            cases.append(pytest.param(name, shape, id=f"{name}-{shape_id}",
+                                      marks=pytest.mark.slow if slow else ()))
+    return cases
 
 
 ORACLE_NEEDS_TORCH = "the float64 oracle is PyTorch autograd and torch is not installed"
@@ -45,20 +58,19 @@ def check_against_oracle(name, shape, dtype, lengths=None):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-@pytest.mark.parametrize("name", impls.names())
+@pytest.mark.parametrize("name, shape", oracle_cases())
 def test_matches_float64_oracle(name, shape, dtype):
     check_against_oracle(name, shape, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("name", impls.names())
+@pytest.mark.parametrize("name", impl_params(fast_for_heavy=True))
 def test_variable_lengths_match_oracle(name, dtype):
     lengths = np.array([1, 9, 4, 9, 6])
     check_against_oracle(name, (5, 9, 3, 12, 4), dtype, lengths)
 
 
-@pytest.mark.parametrize("name", impls.names())
+@pytest.mark.parametrize("name", impl_params())
 def test_padding_never_changes_a_result(name):
     """Right-padding is exact: each sequence's logits equal those of the unpadded
     sequence run alone, whatever values fill the padding."""

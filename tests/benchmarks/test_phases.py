@@ -13,7 +13,7 @@ from bench.flops import phase_flops
 from bench.machine import use_threads
 from bench.runner import make_phase
 from bench.spec import Case
-from conftest import backend_or_skip
+from conftest import backend_or_skip, impl_params
 
 pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed")
 
@@ -25,7 +25,7 @@ SIZES = {"B1-T16-H64": (1, 16, 32, 64), "B32-T64-H128": (32, 64, 32, 128),
 
 @pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
 @pytest.mark.parametrize("phase", ["forward", "train_step"])
-@pytest.mark.parametrize("name", impls.names())
+@pytest.mark.parametrize("name", impl_params())
 def test_phase(benchmark, name, phase, size):
     backend = backend_or_skip(name)
     if phase == "train_step" and not backend.supports_backward:

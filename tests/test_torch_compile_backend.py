@@ -1,0 +1,64 @@
+"""torch_compile is really compiled: one graph, no breaks, counted recompiles, and no
+silent fall back to eager when the recompile limit is hit."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed: torch_compile is unavailable")
+import impls  # noqa: E402
+
+
+@pytest.fixture
+def backend():
+    return impls.get("torch_compile")
+
+
+def run(backend, batch_size, seq_len, grad=False):
+    params = backend.from_numpy(impls.init_params(3, 4, 2, seed=0))
+    x = backend.asarray(np.ones((batch_size, seq_len, 3), np.float32))
+    if grad:
+        logits, cache = backend.forward(params, x)
+        backend.backward(params, cache, backend.asarray(np.ones((batch_size, 2), np.float32)))
+    else:
+        backend.predict(params, x)
+    return params, x
+
+
+def test_one_graph_no_breaks_and_compiles_are_counted(backend):
+    before = backend.compiles
+    params, x = run(backend, 2, 3)
+    info = backend.diagnostics(params, x)
+    assert info["graph_breaks"] == 0
+    assert backend.compiles == before + 1
+    run(backend, 2, 3)  # same shape: served from the compiled graph
+    assert backend.compiles == before + 1
+    run(backend, 2, 5)  # a new seq_len is a new unrolled graph
+    assert backend.compiles == before + 2
+
+
+def test_nn_rnn_would_break_the_graph():
+    """The reason the backend compiles a hand-written loop: dynamo does not trace nn.RNN."""
+    rnn = torch.nn.RNN(3, 4, batch_first=True)
+    with pytest.raises(Exception, match="RNN, GRU, or LSTM"):
+        torch.compile(lambda x: rnn(x)[0], fullgraph=True)(torch.ones(2, 3, 3))
+
+
+def test_recompile_limit_hit_is_an_error_not_eager(backend, monkeypatch):
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    run(backend, 1, 2)
+    with pytest.raises(Exception, match="(?i)recompil"):
+        run(backend, 1, 6)
+
+
+def test_training_through_the_compiled_graph_matches_eager():
+    params = impls.init_params(3, 4, 2, seed=1, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 4, 3))
+    dlogits = np.ones((2, 2))
+    grads = {}
+    for name in ("torch", "torch_compile"):
+        backend = impls.get(name)
+        native = backend.from_numpy(params)
+        _, cache = backend.forward(native, backend.asarray(x))
+        grads[name] = backend.to_numpy(backend.backward(native, cache, backend.asarray(dlogits)))
+    for key in impls.PARAM_NAMES:
+        np.testing.assert_allclose(grads["torch_compile"][key], grads["torch"][key], rtol=1e-10)
