@@ -20,6 +20,7 @@ from pathlib import Path
 # imports matplotlib only inside its functions: both modules show the same rows.
 from bench.plots import (BASELINE, SIZE_DIMS, TIMING_PHASES, impl_order, matching, ok_timing,
                          representative, size_label, speedups)
+from bench.targets import evaluate_targets
 
 DIMENSIONS = ("compute efficiency", "gradients", "devices", "development effort")
 # The article's table, verbatim; a column per library it compared.
@@ -376,6 +377,21 @@ FIGURES = (  # file-name prefix -> heading
     ("accuracy", "Accuracy vs throughput"))
 
 
+def _frame(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def implementations_table(frame):
+    """Every registered implementation: what it is, and whether this run has it."""
+    import impls
+
+    present = set(frame["impl"])
+    return _frame([{"impl": name, "what it is": impls.entry(name).description,
+                    "in this run": "yes" if name in present else "no"} for name in impls.names()])
+
+
 def render(frame, meta: dict, figures: list[Path], title: str) -> str:
     rep = representative(frame)
     out = [f"# rnnbench report: {title}", "", *header(frame, meta), "## How to read this", "",
@@ -385,7 +401,11 @@ def render(frame, meta: dict, figures: list[Path], title: str) -> str:
            "Each dimension's first row is the source article's qualitative claim; the rows "
            "under it are what this run measured.", "",
            markdown_table(_flat(comparison_table(frame, meta))), "",
-           f"## Key results at {size_label(rep) or NONE}", "", markdown_table(key_results(frame, rep)), ""]
+           f"## Key results at {size_label(rep) or NONE}", "", markdown_table(key_results(frame, rep)), "",
+           "## Performance targets", "",
+           "The targets the project set itself, evaluated on this run's medians (bench/targets.py).", "",
+           markdown_table(_frame(evaluate_targets(frame))), "",
+           "## Implementations", "", markdown_table(implementations_table(frame)), ""]
     out += ["## Plots", ""]
     for prefix, heading in FIGURES:
         mine = [f for f in figures if f.name.startswith(prefix)]

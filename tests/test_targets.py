@@ -1,0 +1,31 @@
+"""Targets are computed from medians of one run, and say when a run cannot tell."""
+import pandas as pd
+
+from bench.targets import ARTICLE_SIZE, evaluate_targets
+
+
+def row(impl, phase, median_s, **overrides):
+    return {"impl": impl, "phase": phase, "median_s": median_s, "status": "ok", "device": "cpu",
+            "pct_peak": 10.0, "test_accuracy": None, **ARTICLE_SIZE, **overrides}
+
+
+def verdicts(rows):
+    return {r["target"]: (r["measured"], r["verdict"]) for r in evaluate_targets(pd.DataFrame(rows))}
+
+
+def test_ratio_targets_met_missed_and_unmeasured():
+    result = verdicts([row("numpy", "forward", 1.0), row("torch", "forward", 2.5),
+                       row("numpy", "train_step", 1.0), row("torch", "train_step", 1.2)])
+    forward = next(v for k, v in result.items() if k.startswith("numpy ≥ 2×"))
+    train = next(v for k, v in result.items() if k.startswith("numpy ≥ 1.5×"))
+    assert forward == ("2.50×", "met")
+    assert train == ("1.20×", "MISSED")
+    assert all(v == ("—", "not measured in this run") for k, v in result.items() if "onnx" in k)
+
+
+def test_accuracy_drop_is_at_most_target():
+    rows = [row("onnx_fp32", "accuracy", 1.0, test_accuracy=0.960),
+            row("onnx_int8", "accuracy", 1.0, test_accuracy=0.957)]
+    result = verdicts(rows)
+    drop = next(v for k, v in result.items() if "accuracy drop" in k)
+    assert drop == ("0.30 points", "met")
