@@ -19,7 +19,20 @@ def _last_step_mask(xp, lengths, seq_len, dtype):
     return xp.reshape(mask, (*mask.shape, 1))  # (T, B, 1)
 
 
-def forward(xp, params, x, lengths=None, *, keep_states=True):
+class Kernels:
+    """The element-wise steps of the recurrence, overridable by a backend that fuses them
+    (CuPy: one kernel launch instead of three); these defaults are plain array-API code."""
+
+    @staticmethod
+    def tanh_step(xp, pre_t, recurrent):
+        return xp.tanh(pre_t + recurrent)  # h_t
+
+    @staticmethod
+    def tanh_backward(xp, dh, h):
+        return dh * (1 - h * h)  # d tanh(a) = 1 - tanh(a)^2, from the output h
+
+
+def forward(xp, params, x, lengths=None, *, keep_states=True, kernels=Kernels):
     """-> (logits (B, C), cache). With keep_states=False only the running h is kept:
     O(B*H) memory instead of O(T*B*H), for inference.
 
@@ -43,7 +56,7 @@ def forward(xp, params, x, lengths=None, *, keep_states=True):
     mask = None if lengths is None else _last_step_mask(xp, lengths, seq_len, x.dtype)
     h_last = xp.zeros_like(h) if (mask is not None and not keep_states) else None
     for t in range(seq_len):
-        h = xp.tanh(pre_x[t, ...] + h @ W_hh_T)  # (B, H)
+        h = kernels.tanh_step(xp, pre_x[t, ...], h @ W_hh_T)  # (B, H)
         if keep_states:
             states[t + 1, ...] = h
         elif h_last is not None:
@@ -59,7 +72,7 @@ def forward(xp, params, x, lengths=None, *, keep_states=True):
     return logits, cache
 
 
-def backward(xp, params, cache, dlogits):
+def backward(xp, params, cache, dlogits, *, kernels=Kernels):
     """Gradients of sum(logits * dlogits). The loop carries only dh through time; the
     weight gradients of the recurrence are GEMMs over all steps at once, after it.
     Calling it again on the same cache is safe: every slot of the scratch is rewritten."""
@@ -75,7 +88,7 @@ def backward(xp, params, cache, dlogits):
         if mask is not None:
             dh = dh + mask[t, ...] * dh_head  # the head reads h at each sequence's own last step
         h = states[t + 1, ...]
-        da = dh * (1 - h * h)  # (B, H): through tanh, d tanh(a) = 1 - tanh(a)^2
+        da = kernels.tanh_backward(xp, dh, h)  # (B, H): through tanh
         dpre[t, ...] = da
         if t > 0:  # h_0 is a constant zero: no gradient flows into it
             dh = da @ W_hh
