@@ -40,6 +40,8 @@ def phase_flops(phase, batch_size, seq_len, input_size, hidden_size, num_classes
         return forward_flops(*args)
     if phase == "backward":
         return backward_flops(*args)
+    if phase == "transfer":
+        return 0  # copies, no arithmetic
     if phase == "train_step":
         return (forward_flops(*args) + backward_flops(*args) + 5 * batch_size * num_classes
                 + ADAM_FLOPS_PER_PARAM * num_params(input_size, hidden_size, num_classes))
@@ -54,6 +56,8 @@ def activation_bytes(phase, batch_size, seq_len, input_size, hidden_size, dtype=
     the phase)."""
     item = np.dtype(dtype).itemsize
     B, T, H = batch_size, seq_len, hidden_size
+    if phase == "transfer":
+        return item * B * T * input_size  # the input's copy on the other side
     if phase == "forward":
         return item * (T * B * H + B * H)
     states = (T + 1) * B * H + T * B * H

@@ -50,10 +50,15 @@ def use_threads(n: int):
             numba.set_num_threads(previous[2])
 
 
-def gemm_peak_gflops(dtype: str, threads: int, size: int = 1024, seconds: float = 0.5) -> dict:
+def gemm_peak_gflops(dtype: str, threads: int, size: int = 1024, seconds: float = 0.5,
+                     device: str = "cpu") -> dict:
     """Measured peak: the best GFLOP/s of square GEMMs in numpy (OpenBLAS) and torch (MKL)
-    at this dtype and thread count. It is the roofline every row's pct_peak refers to."""
+    at this dtype and thread count, or on a CUDA device through torch and CuPy. It is the
+    roofline every row's pct_peak refers to."""
     from bench.timing import measure
+
+    if device.startswith("cuda"):
+        return gpu_gemm_peak_gflops(dtype, device, seconds=seconds)
 
     a = np.random.default_rng(0).standard_normal((size, size)).astype(dtype)
     b = a.T.copy()
@@ -72,6 +77,42 @@ def gemm_peak_gflops(dtype: str, threads: int, size: int = 1024, seconds: float 
             result["torch"] = flops / m.median / 1e9
     result["peak"] = max(result.values())
     return result
+
+
+def gpu_gemm_peak_gflops(dtype: str, device: str, size: int = 8192, seconds: float = 0.5) -> dict:
+    """The GPU's GEMM rate in `dtype` (TF32 off: float32 means float32), synchronised."""
+    from bench.timing import measure
+
+    flops, result = 2 * size ** 3, {}
+    with contextlib.suppress(ImportError):
+        import torch
+        if torch.cuda.is_available():
+            previous = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = False
+            a = torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
+            sync = lambda: torch.cuda.synchronize(device)  # noqa: E731
+            result["torch"] = flops / measure(lambda: a @ a, sync=sync, min_time_s=seconds).median / 1e9
+            torch.backends.cuda.matmul.allow_tf32 = previous
+    with contextlib.suppress(ImportError):
+        import cupy
+        if cupy.cuda.is_available():
+            a = cupy.random.standard_normal((size, size), dtype=dtype)
+            sync = cupy.cuda.Device().synchronize
+            result["cupy"] = flops / measure(lambda: a @ a, sync=sync, min_time_s=seconds).median / 1e9
+    if not result:
+        raise OSError(f"no CUDA library could run a GEMM on {device}")
+    result["peak"] = max(result.values())
+    return result
+
+
+def nvidia_smi() -> list[dict]:
+    """GPU name and driver as nvidia-smi reports them (empty without one)."""
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True, check=True)
+        return [dict(zip(("name", "driver", "memory"), (v.strip() for v in line.split(","))))
+                for line in out.stdout.strip().splitlines()]
+    return []
 
 
 def _version(package: str) -> str | None:
@@ -125,6 +166,7 @@ def machine_meta() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": {p: _version(p) for p in ("numpy", "torch", "numba", "onnxruntime", "cupy",
+                                               "cupy-cuda12x", "cupy-cuda13x",
                                                "scikit-learn", "pandas", "threadpoolctl")},
         "blas": blas_info(),
         "torch_threads": torch.get_num_threads() if torch else None,
@@ -132,6 +174,7 @@ def machine_meta() -> dict:
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")},
         "gpus": gpu_info(),
+        "nvidia_smi": nvidia_smi(),
         "git_commit": git_commit(),
     }
 

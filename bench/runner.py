@@ -2,7 +2,6 @@
 return the record (one row of results.csv). Errors become rows, never crashes."""
 from __future__ import annotations
 
-import math
 import traceback
 
 import numpy as np
@@ -56,6 +55,15 @@ def make_phase(backend, case: Case, seed: int = 0):
                                          seed=seed, dtype=np.dtype(case.dtype)))
     if case.phase == "forward":
         return _with_inputs(lambda: backend.predict(params, x), params, x)
+    if case.phase == "transfer":
+        host_x = backend.to_numpy(x)
+        logits = backend.predict(params, x)
+
+        def transfer():
+            on_device = backend.asarray(host_x)  # host -> device (a copy on the CPU)
+            backend.sync()
+            return on_device, backend.to_numpy(logits)  # device -> host
+        return _with_inputs(transfer, params, x)
     labels = backend.asarray(random_labels(case.batch_size, case.num_classes, seed=seed))
     if case.phase == "backward":
         logits, cache = backend.forward(params, x)
@@ -87,17 +95,25 @@ def oracle_error(backend, case: Case) -> float:
     return max(compare(backend, params, x, dlogits, grads=case.phase != "forward").values())
 
 
+def peak_memory(backend, fn) -> int | None:
+    """Device memory for device backends, else the process's resident-set peak."""
+    on_device = backend.peak_memory_bytes(fn)
+    if on_device is not None:
+        return on_device
+    return memory.peak_bytes(fn, backend.sync) if memory.supported() else None
+
+
 def run_case(backend, case: Case, peak_gflops: float, *, max_err: float | None = None,
              timing: dict | None = None) -> dict:
     """Time, memory and derived metrics of one case, as a row dict."""
-    if case.phase != "forward" and not backend.supports_backward:
+    if case.phase in ("backward", "train_step") and not backend.supports_backward:
         return empty_row(case, "skipped", f"{case.impl} is forward-only")
     if np.dtype(case.dtype) not in backend.dtypes:
         return empty_row(case, "skipped", f"{case.impl} does not run {case.dtype}")
     try:
         fn = make_phase(backend, case)
         result = measure(fn, sync=backend.sync, **(timing or {}))
-        mem = memory.peak_bytes(make_phase(backend, case), backend.sync) if memory.supported() else None
+        mem = peak_memory(backend, make_phase(backend, case))
         info = {k: v for k, v in backend.diagnostics(*fn.inputs).items() if k in COLUMNS}
     except Exception as exc:  # one failure is a row; the sweep goes on
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -105,14 +121,14 @@ def run_case(backend, case: Case, peak_gflops: float, *, max_err: float | None =
                 "traceback": traceback.format_exc(limit=3)}
     work = flops.phase_flops(case.phase, case.batch_size, case.seq_len, case.input_size,
                              case.hidden_size, case.num_classes)
-    gflops = work / result.median / 1e9
+    gflops = work / result.median / 1e9 if work else None
     row = empty_row(case, "ok")
     row.update(
         device=backend.device, median_s=result.median, iqr_s=result.iqr, repeats=result.repeats,
         samples=len(result.times), noisy=result.noisy, timer_overhead_pct=result.timer_overhead_pct,
         seq_per_s=case.batch_size / result.median,
         steps_per_s=case.batch_size * case.seq_len / result.median,
-        gflops=gflops, pct_peak=100.0 * gflops / peak_gflops if peak_gflops else math.nan,
+        gflops=gflops, pct_peak=100.0 * gflops / peak_gflops if (gflops and peak_gflops) else None,
         peak_gflops=peak_gflops, peak_mem_bytes=mem,
         analytic_mem_bytes=flops.activation_bytes(case.phase, case.batch_size, case.seq_len,
                                                   case.input_size, case.hidden_size, case.dtype),

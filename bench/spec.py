@@ -8,8 +8,10 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-PHASES = ("forward", "backward", "train_step")
-PHASE_ORDER = ("train_step", "forward", "backward")  # the order a sweep runs them in
+# transfer: host->device copy of the inputs plus device->host copy of the logits, the
+# copies every other phase excludes from its timed region (a memcpy on the CPU).
+PHASES = ("forward", "backward", "train_step", "transfer")
+PHASE_ORDER = ("train_step", "forward", "backward", "transfer")  # the order a sweep runs them in
 DTYPES = ("float32", "float64")
 
 
@@ -88,6 +90,19 @@ def _deepbench() -> Grid:
                 accuracy=False)
 
 
+GPU_IMPLS = ("torch_cuda", "cupy", "torch_compile_cuda")
+
+
+def _gpu() -> Grid:
+    # DeepBench's vanilla training sizes (see _deepbench) on the GPU, plus the article's
+    # scale, where per-launch overhead rather than the GEMMs decides.
+    article = tuple(Case("", phase, batch, 64, 32, hidden)
+                    for phase in ("forward", "train_step", "transfer")
+                    for batch in (1, 32) for hidden in (128, 512))
+    return replace(_deepbench(), impls=GPU_IMPLS, phases=("forward", "train_step", "transfer"),
+                   extra=_deepbench().extra + article)
+
+
 PRESETS: dict[str, callable] = {
     # The main job: every available implementation, a small grid, a few minutes here.
     "quick": lambda: Grid(phases=("forward", "backward", "train_step"), batch_size=(1, 32),
@@ -96,6 +111,8 @@ PRESETS: dict[str, callable] = {
                             hidden_size=(32, 64, 128, 256, 512), dtype=DTYPES,
                             threads=tuple(sorted({1, all_cores()}))),
     "deepbench": _deepbench,
+    # for `bench/gpu_check.sh`: every GPU implementation, DeepBench sizes and small ones
+    "gpu": _gpu,
 }
 
 GRID_KEYS = {f.name for f in fields(Grid)} - {"extra"}

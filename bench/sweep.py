@@ -37,8 +37,9 @@ def available_memory_bytes() -> int:
 
 def skip_reason(case: Case, peak_gflops: float, max_case_s: float) -> str | None:
     """Why `case` cannot fit this machine, decided before it runs; None if it fits."""
-    work = flops.phase_flops("train_step" if case.phase != "forward" else "forward",
-                             case.batch_size, case.seq_len, case.input_size, case.hidden_size)
+    # backward is costed as a whole train step: its setup runs a forward too
+    costed_as = {"backward": "train_step"}.get(case.phase, case.phase)
+    work = flops.phase_flops(costed_as, case.batch_size, case.seq_len, case.input_size, case.hidden_size)
     estimate_s = CALLS_PER_CASE * work / (ASSUMED_EFFICIENCY * peak_gflops * 1e9)
     if estimate_s > max_case_s:
         return (f"estimated {estimate_s:.0f} s for this case (at {ASSUMED_EFFICIENCY:.0%} of the "
@@ -82,13 +83,14 @@ class _Sweep:
                 self.backends[name] = exc
         return self.backends[name]
 
-    def peak(self, dtype: str, threads: int) -> float:
-        if (dtype, threads) not in self.peaks:
-            result = machine.gemm_peak_gflops(dtype, threads)
-            self.peaks[(dtype, threads)] = result["peak"]
+    def peak(self, dtype: str, threads: int, device: str = "cpu") -> float:
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        if (dtype, threads, kind) not in self.peaks:
+            result = machine.gemm_peak_gflops(dtype, threads, device=device)
+            self.peaks[(dtype, threads, kind)] = result["peak"]
             self.meta.setdefault("calibration", []).append(
-                {"dtype": dtype, "threads": threads, "gemm_gflops": result})
-        return self.peaks[(dtype, threads)]
+                {"dtype": dtype, "threads": threads, "device": kind, "gemm_gflops": result})
+        return self.peaks[(dtype, threads, kind)]
 
     def max_err(self, backend, case: Case) -> float | None:
         key = (case.impl, case.size(), case.dtype, case.phase == "forward")
@@ -104,7 +106,7 @@ class _Sweep:
         if isinstance(backend, Exception):
             return empty_row(case, "unavailable", str(backend))
         with machine.use_threads(case.threads):
-            peak = self.peak(case.dtype, case.threads)
+            peak = self.peak(case.dtype, case.threads, backend.device)
             reason = skip_reason(case, peak, max_case_s)
             if reason:
                 return empty_row(case, "skipped", reason)

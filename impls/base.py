@@ -90,6 +90,11 @@ class Backend:
     def sync(self) -> None:
         """Wait for asynchronous work (a device stream). A no-op on the CPU."""
 
+    def peak_memory_bytes(self, fn) -> int | None:
+        """Peak device memory `fn()` allocated, for backends whose arrays live on a device
+        (GPU memory is invisible to the process's resident set). None: use host RSS."""
+        return None
+
     def diagnostics(self, params: dict, x) -> dict:
         """Facts about how this backend ran (x, params) that belong in a results row:
         e.g. graph_breaks/recompiles of a compiler, quantisation coverage of a model.

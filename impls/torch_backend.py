@@ -89,6 +89,17 @@ class TorchBackend(Backend):
         if self.torch_device.type == "cuda":
             torch.cuda.synchronize(self.torch_device)
 
+    def peak_memory_bytes(self, fn) -> int | None:
+        if self.torch_device.type != "cuda":
+            return None  # host memory: the harness reads the process's RSS instead
+        torch.cuda.synchronize(self.torch_device)
+        torch.cuda.reset_peak_memory_stats(self.torch_device)
+        baseline = torch.cuda.memory_allocated(self.torch_device)
+        result = fn()
+        torch.cuda.synchronize(self.torch_device)
+        del result
+        return torch.cuda.max_memory_allocated(self.torch_device) - baseline
+
     def _logits(self, p, x, lengths):
         batch_size = x.shape[0]
         hidden_size = p["W_hh"].shape[0]
@@ -126,3 +137,8 @@ def create(device: str | None = None) -> TorchBackend:
         raise Unavailable(f"torch {torch.__version__} sees no CUDA GPU "
                           f"(torch.version.cuda={torch.version.cuda})")
     return TorchBackend(device)
+
+
+def create_cuda(device: str | None = None) -> TorchBackend:
+    """The same backend on a CUDA GPU (cuDNN's RNN kernel): registered as torch_cuda."""
+    return create(device or "cuda")

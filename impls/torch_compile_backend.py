@@ -80,3 +80,8 @@ def create(device: str | None = None) -> TorchCompileBackend:
     except ImportError as exc:
         raise Unavailable(f"torch {torch.__version__} has no inductor compiler ({exc})") from exc
     return TorchCompileBackend(device)
+
+
+def create_cuda(device: str | None = None) -> TorchCompileBackend:
+    """The same compiled loop on a CUDA GPU (inductor emits Triton kernels)."""
+    return create(device or "cuda")

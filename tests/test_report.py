@@ -221,7 +221,7 @@ def test_report_from_a_tiny_real_sweep(tmp_path, monkeypatch):
     from bench.sweep import run_sweep
 
     # the report is under test, not the calibration GEMMs (seconds): a fixed peak
-    monkeypatch.setattr(machine, "gemm_peak_gflops", lambda dtype, threads: {"numpy": PEAK, "peak": PEAK})
+    monkeypatch.setattr(machine, "gemm_peak_gflops", lambda dtype, threads, device="cpu": {"numpy": PEAK, "peak": PEAK})
     # numpy and torch only: compiled backends would spend the test's time compiling
     grid = build_grid("quick", impls=["numpy", "torch"], batch_size=[1, 4], seq_len=[4],
                       hidden_size=[8], phases=["forward", "train_step"])

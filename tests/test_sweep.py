@@ -29,10 +29,14 @@ def tiny_grid(**overrides):
 
 
 def test_rows_are_tidy_and_complete(tmp_path):
-    out = run_sweep(tiny_grid(phases=["forward", "backward", "train_step"]), tmp_path / "run",
-                    progress=False, timing=FAST)
-    frame = load_run(out)
-    assert len(frame) == 6 and set(frame["status"]) == {"ok"}
+    out = run_sweep(tiny_grid(phases=["forward", "backward", "train_step", "transfer"]),
+                    tmp_path / "run", progress=False, timing=FAST)
+    every = load_run(out)
+    assert len(every) == 8 and set(every["status"]) == {"ok"}
+    transfer = every[every["phase"] == "transfer"]
+    assert transfer["gflops"].isna().all() and transfer["median_s"].notna().all()
+    assert (transfer["analytic_mem_bytes"] == 4 * transfer["batch_size"] * 3 * 2).all()  # B*T*I float32
+    frame = every[every["phase"] != "transfer"]
     for column in ("median_s", "iqr_s", "repeats", "seq_per_s", "gflops", "pct_peak",
                    "peak_mem_bytes", "compile_s", "max_err"):
         assert frame[column].notna().all(), column
