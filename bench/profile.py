@@ -20,7 +20,6 @@ Three paths, chosen from what the backend is, never from its name:
 from __future__ import annotations
 
 import cProfile
-import importlib
 import pstats
 import sys
 import time
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from array_api_compat import array_namespace
 
 import impls
 from bench.data import random_labels, random_sequences
@@ -80,12 +80,13 @@ def profile(impl: str, *, batch_size: int, seq_len: int, input_size: int, hidden
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = {phase: Case(impl, phase, batch_size, seq_len, input_size, hidden_size, dtype, threads,
                          NUM_CLASSES) for phase in PHASES if phase == "forward" or backend.supports_backward}
-    native = type(backend.asarray(np.zeros(1, dtype=dtype)))
+    sample = backend.asarray(np.zeros(1, dtype=dtype))
+    native = type(sample)
     with use_threads(threads):
         if native.__module__.startswith("torch"):
             result = _profile_torch(backend, cases, out_dir)
         else:
-            result = _profile_python(backend, cases, out_dir, _uses_reference(backend), native)
+            result = _profile_python(backend, cases, out_dir, _uses_reference(backend), sample)
     header = (f"profile {impl} on {backend.device}: B={batch_size} T={seq_len} I={input_size} "
               f"H={hidden_size} C={NUM_CLASSES}, {dtype}, threads={threads}")
     totals = "  ".join(f"{p}: median {ms:.3f} ms/call" for p, ms in result.totals_ms.items())
@@ -116,9 +117,10 @@ def _median_ms(fn, sync, min_time_s: float) -> float:
 
 # ----------------------------------------------------------------- generic / reference path
 
-def _profile_python(backend, cases, out_dir, by_parts: bool, native) -> _Partial:
+def _profile_python(backend, cases, out_dir, by_parts: bool, sample) -> _Partial:
     sections, files, totals, breakdown, notes = [], [], {}, {}, []
-    xp = importlib.import_module(native.__module__.split(".")[0])  # numpy, cupy, ...: the namespace
+    # numpy, cupy (array-API wrapped), ...: the namespace reference.* expects
+    xp = array_namespace(sample) if by_parts else None
     for phase, case in cases.items():
         fn = make_phase(backend, case)
         totals[phase] = _median_ms(fn, backend.sync, TOTAL_TIME_S)

@@ -36,3 +36,10 @@ def impl_params(fast_for_heavy: bool = False) -> list:
     is one of the few that CI runs for them too (fast_for_heavy)."""
     return [pytest.param(name, marks=() if fast_for_heavy or not impls.entry(name).compile_heavy
                          else pytest.mark.slow) for name in impls.names()]
+
+
+@pytest.fixture
+def rng():
+    import numpy as np
+
+    return np.random.default_rng(1234)
