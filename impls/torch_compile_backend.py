@@ -20,23 +20,9 @@ import torch
 
 from .base import Unavailable
 from .torch_backend import TorchBackend
+from .torch_loop import cell_loop_logits
 
 RECOMPILE_LIMIT = 64  # a default sweep has a few dozen (shape, dtype, grad-mode) graphs
-
-
-def _cell_loop_logits(x, W_xh, W_hh, b_h, W_hy, b_y, lengths=None):
-    batch_size, seq_len = x.shape[0], x.shape[1]
-    pre = torch.matmul(x, W_xh.t()) + b_h  # (B, T, H): every step's input projection at once
-    W_hh_t = W_hh.t()
-    h = x.new_zeros((batch_size, W_hh.shape[0]))
-    states = []
-    for t in range(seq_len):
-        h = torch.tanh(pre[:, t] + h @ W_hh_t)  # (B, H)
-        states.append(h)
-    if lengths is not None:
-        stacked = torch.stack(states, dim=1)  # (B, T, H)
-        h = stacked[torch.arange(batch_size, device=x.device), lengths - 1]  # (B, H)
-    return torch.addmm(b_y, h, W_hy.t())  # (B, C)
 
 
 class TorchCompileBackend(TorchBackend):
@@ -53,7 +39,7 @@ class TorchCompileBackend(TorchBackend):
         # needs retain_graph; AOTAutograd's donated buffers forbid that, so they are off.
         torch._functorch.config.donated_buffer = False
         self.compiles = 0
-        self._compiled = torch.compile(_cell_loop_logits, backend=self._counting_inductor,
+        self._compiled = torch.compile(cell_loop_logits, backend=self._counting_inductor,
                                        fullgraph=True)
 
     def _counting_inductor(self, graph_module, example_inputs):

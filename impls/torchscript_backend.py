@@ -9,30 +9,11 @@ report say "deprecated upstream".
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from .base import Unavailable
 from .torch_backend import TorchBackend
-
-
-def _scripted_logits(x: torch.Tensor, W_xh: torch.Tensor, W_hh: torch.Tensor, b_h: torch.Tensor,
-                     W_hy: torch.Tensor, b_y: torch.Tensor,
-                     lengths: Optional[torch.Tensor]) -> torch.Tensor:
-    batch_size, seq_len = x.size(0), x.size(1)
-    pre = torch.matmul(x, W_xh.t()) + b_h  # (B, T, H): every step's input projection at once
-    W_hh_t = W_hh.t()
-    h = torch.zeros(batch_size, W_hh.size(0), dtype=x.dtype, device=x.device)
-    states: list[torch.Tensor] = []
-    for t in range(seq_len):
-        h = torch.tanh(pre[:, t] + torch.mm(h, W_hh_t))  # (B, H)
-        if lengths is not None:
-            states.append(h)
-    if lengths is not None:
-        stacked = torch.stack(states, dim=1)  # (B, T, H)
-        h = stacked[torch.arange(batch_size, device=x.device), lengths - 1]  # (B, H)
-    return torch.addmm(b_y, h, W_hy.t())  # (B, C)
+from .torch_loop import cell_loop_logits
 
 
 class TorchScriptBackend(TorchBackend):
@@ -40,7 +21,7 @@ class TorchScriptBackend(TorchBackend):
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
-        self._script = torch.jit.script(_scripted_logits)
+        self._script = torch.jit.script(cell_loop_logits)
 
     def _logits(self, p, x, lengths):
         return self._script(x, p["W_xh"], p["W_hh"], p["b_h"], p["W_hy"], p["b_y"], lengths)
