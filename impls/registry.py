@@ -49,7 +49,7 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
     Entry("torch_compile", "torch_compile_backend", "torch.compile'd cell loop (inductor), autograd",
           "torch", {"float64": 1e-10, "float32": 5e-5},
           ("torch_compile_backend.py", "torch_loop.py"), compile_heavy=True),
-    Entry("onnx_fp32", "onnx_backend", "ONNX Runtime, CPUExecutionProvider, float32, forward-only",
+    Entry("onnx_fp32", "onnx_backend", "ONNX Runtime, CPUExecutionProvider, exported cell graph, forward-only",
           "onnxruntime onnx", {"float64": 1e-10, "float32": 2e-5},
           ("onnx_backend.py",), factory="create_fp32"),
     Entry("onnx_int8", "onnx_backend", "ONNX Runtime, dynamic int8 quantised matmuls, forward-only",

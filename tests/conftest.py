@@ -43,3 +43,9 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(params=impl_params())
+def any_backend(request):
+    """Every registered implementation (compile-heavy ones marked slow), or a skip."""
+    return backend_or_skip(request.param)

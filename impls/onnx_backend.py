@@ -1,0 +1,435 @@
+"""`onnx_fp32` and `onnx_int8`: the classifier as an ONNX graph run by ONNX Runtime on the
+CPUExecutionProvider (named explicitly). Forward-only: train elsewhere, evaluate here.
+
+The graph is written with onnx.helper from the canonical numpy parameters (no torch, no
+tracing, so no exporter can fix a dimension behind our back); seq_len T is fixed per file,
+the batch is dynamic ("batch"; the tests run three batch sizes on one file):
+
+    px  = Split_T(MatMul(Reshape(Transpose(x), (T*B, I)), W_xh^T))     one input GEMM
+    h_1 = Tanh(px_0 + b_h);  h_t = Tanh(px_t + (MatMul(h_{t-1}, W_hh^T) + b_h))   unrolled
+    logits = MatMul(h_L, W_hy^T) + b_y      (lengths: h_L = GatherND of the stacked h's)
+
+Unrolled, not nn.RNN or Loop/Scan: ORT never quantises the `RNN` operator (only the head
+would be int8), and a Scan body is quantised only with EnableSubgraph and pays a subgraph
+call per step. The price: one file per seq_len (cached per shape in `cache_dir`) and O(T)
+nodes, so export + session creation (compile_s) grow with T (~10-60 ms at T=64).
+
+int8: onnxruntime.quantization.quantize_dynamic quantises every MatMul (int8 weights per
+output channel); `_batch_invariant` then replaces its activation quantiser, whose one
+scale per tensor (per batch) makes a sequence's logits depend on its batchmates and on
+their padding (a padded 1e3 sets everyone's scale), breaking test_conformance's contract:
+  - h = tanh(.) lies in [-1, 1] by construction: fixed scale 1/127, zero point 128 (u8 x s8,
+    MLAS' fast path); a step is QuantizeLinear + one MatMulIntegerToFloat (ORT's own
+    com.microsoft op, bias fused; the file loads in plain onnxruntime) + Add + Tanh;
+  - x (the input GEMM): a per-row dynamic scale max|row|/127, computed in the graph.
+Measured (T=64, 1 thread): int8 is 1.6-2.5x faster than fp32 at H >= 256, 1.2-1.3x at
+H=128, where Add, Tanh and the h quantiser cost as much as the (3x faster) int8 GEMM.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .base import Backend, Unavailable
+from .params import PARAM_NAMES
+
+PROVIDERS = ["CPUExecutionProvider"]  # named explicitly: never a silent fallback
+OPSET = 21  # Split(num_outputs) needs 18+, QuantizeLinear per-tensor u8 any
+IR_VERSION = 10  # what onnxruntime >= 1.17 reads; onnx's newest default may be newer
+MAX_SESSIONS = 8  # LRU bound: a sweep makes new params per case, sessions hold weights
+ZERO_POINT = 128  # activations: symmetric int8 stored as uint8 (u8s8 is MLAS' fast path)
+H_SCALE = 1.0 / 127  # tanh is in [-1, 1]: the exact range, no calibration needed
+INT_MATMULS = {"MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearMatMul"}
+FLOAT_MATMULS = {"MatMul", "Gemm"}
+
+
+def _runtime():
+    """(onnx, onnxruntime), imported here only, or Unavailable saying what to install."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        raise Unavailable(f"the ONNX backends need onnx and onnxruntime ({exc}); "
+                          "install them with: pip install onnxruntime onnx") from exc
+    return onnx, onnxruntime
+
+
+# --- the float32 graph --------------------------------------------------------------
+def build_model(params: dict, seq_len: int, with_lengths: bool):
+    """The ModelProto for one seq_len, in the params' dtype. h_* tensors are tanh outputs."""
+    onnx, _ = _runtime()
+    from onnx import TensorProto, helper, numpy_helper
+
+    hidden_size, input_size = params["W_xh"].shape
+    elem = helper.np_dtype_to_tensor_dtype(params["W_xh"].dtype)  # float32 or float64
+
+    def const(name, value, dtype=None):
+        return numpy_helper.from_array(np.ascontiguousarray(value, dtype), name)
+
+    inits = [const("W_xh_T", params["W_xh"].T), const("W_hh_T", params["W_hh"].T),
+             const("b_h", params["b_h"]), const("W_hy_T", params["W_hy"].T),
+             const("b_y", params["b_y"]), const("xs_shape", [-1, input_size], np.int64)]
+    nodes, states = _recurrence(helper.make_node, seq_len)
+    inputs = [helper.make_tensor_value_info("x", elem, ["batch", seq_len, input_size])]
+    h_last = states[-1]
+    if with_lengths:  # exact selection (no mask arithmetic): padding can't leak in
+        inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]))
+        inits += [const("states_shape", [0, seq_len, hidden_size], np.int64),
+                  const("one", 1, np.int64), const("axis_1", [1], np.int64)]
+        nodes += _select_last(helper.make_node, states)
+        h_last = "h_last"
+    nodes += [helper.make_node("MatMul", [h_last, "W_hy_T"], ["hy"], name="head"),
+              helper.make_node("Add", ["hy", "b_y"], ["logits"])]
+    outputs = [helper.make_tensor_value_info("logits", elem, ["batch", params["W_hy"].shape[0]])]
+    graph = helper.make_graph(nodes, "rnn_classifier", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="rnnbench", ir_version=IR_VERSION)
+    model.doc_string = (f"tanh RNN classifier: x (batch, {seq_len}, {input_size}) "
+                        + ("and lengths (batch,) int64 in [1, seq_len] " if with_lengths else "")
+                        + "-> logits (batch, num_classes), in x's dtype")
+    onnx.checker.check_model(model)
+    return model
+
+
+def _recurrence(node, seq_len: int):
+    """-> (nodes, names of h_1..h_T). b_h rides on the recurrent product (a GEMM epilogue:
+    Gemm in float32, MatMulIntegerToFloat's bias in int8), not on the (T*B, H) projection."""
+    px = [f"px_{t}" for t in range(seq_len)]
+    nodes = [node("Transpose", ["x"], ["x_tmajor"], perm=[1, 0, 2]),  # rows t*B + b
+             node("Reshape", ["x_tmajor", "xs_shape"], ["xs"]),
+             node("MatMul", ["xs", "W_xh_T"], ["px"], name="input_projection"),
+             node("Split", ["px"], px, axis=0, num_outputs=seq_len)]  # (B, H) per step
+    states = []
+    for t in range(seq_len):
+        if t:  # h_0 = 0: the first step has no recurrent product
+            nodes += [node("MatMul", [states[-1], "W_hh_T"], [f"hw_{t}"], name=f"recurrent_{t}"),
+                      node("Add", [f"hw_{t}", "b_h"], [f"hb_{t}"]),
+                      node("Add", [px[t], f"hb_{t}"], [f"a_{t}"])]
+        else:
+            nodes.append(node("Add", [px[t], "b_h"], [f"a_{t}"]))
+        states.append(f"h_{t + 1}")
+        nodes.append(node("Tanh", [f"a_{t}"], [states[-1]]))
+    return nodes, states
+
+
+def _select_last(node, states):
+    """h_last[b] = h_{lengths[b]}: stack the states (B, T, H), GatherND per sequence."""
+    return [node("Concat", states, ["states_flat"], axis=1),  # (B, T*H)
+            node("Reshape", ["states_flat", "states_shape"], ["states"]),
+            node("Sub", ["lengths", "one"], ["last_step"]),
+            node("Unsqueeze", ["last_step", "axis_1"], ["last_step_2d"]),
+            node("GatherND", ["states", "last_step_2d"], ["h_last"], batch_dims=1)]
+
+
+# --- int8: the tool, then batch-invariant activation quantisers ---------------------
+def quantise(fp32_path: Path, int8_path: Path, *, per_channel: bool, reduce_range: bool,
+             io_dtype=np.float32):
+    """Dynamic int8 with onnxruntime's quantize_dynamic, then `_batch_invariant`."""
+    onnx, _ = _runtime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # its "consider pre-processing" advice, every call
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "tool.onnx"
+            quantize_dynamic(fp32_path, raw, op_types_to_quantize=["MatMul"],
+                             per_channel=per_channel, reduce_range=reduce_range,
+                             weight_type=QuantType.QInt8)
+            model = onnx.load(raw)
+    finally:
+        logging.disable(previous)
+    _batch_invariant(model)
+    if np.dtype(io_dtype) == np.float64:
+        _float64_io(model)
+    onnx.checker.check_model(model)
+    _save(model, int8_path)
+
+
+def _float64_io(model) -> None:
+    """float64 params and inputs: the int8 model computes in float32 (the quantiser works
+    on float32 only); a Cast at each end gives it the caller's dtype."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    for n in graph.node:
+        n.input[:] = ["x_f32" if i == "x" else i for i in n.input]
+        n.output[:] = ["logits_f32" if o == "logits" else o for o in n.output]
+    graph.node.insert(0, helper.make_node("Cast", ["x"], ["x_f32"], to=TensorProto.FLOAT))
+    graph.node.append(helper.make_node("Cast", ["logits_f32"], ["logits"], to=TensorProto.DOUBLE))
+    graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    graph.output[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+
+
+def _batch_invariant(model) -> None:
+    """Swap the tool's per-tensor activation quantiser for a per-row or fixed one (module
+    doc) in each of its product chains; the tool's int8 weights and scales are kept."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    graph.initializer.extend(numpy_helper.from_array(np.array(v, dtype), name) for name, v, dtype in (
+        ("q_h_scale", H_SCALE, np.float32), ("q_unit", 1.0, np.float32),
+        ("q_zero_point", ZERO_POINT, np.uint8), ("q_last_axis", [-1], np.int64),
+        ("q_tiny", 1e-30, np.float32)))  # 127/1e-30 stays finite: 0 * inv is 0, not NaN
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers = defaultdict(list)
+    for n in graph.node:
+        for name in n.input:
+            consumers[name].append(n)
+    replacement, removed = {}, set()
+    for mmi in [n for n in graph.node if n.op_type == "MatMulInteger"]:
+        chain, a, w_scale = _tool_chain(mmi, producer, consumers)
+        out, bias = chain[-1].output[0], _const_bias(graph, consumers[chain[-1].output[0]])
+        if a.startswith("h_"):
+            if bias is not None:  # b_h / b_y: fused into the GEMM's epilogue
+                chain.append(bias)
+                out, bias = bias.output[0], bias.input[1]
+            new = _fixed_scale(helper, a, mmi.input[1], w_scale, mmi.input[3], out, bias)
+        else:
+            new = _per_row(helper, a, mmi.input[1], w_scale, mmi.input[3], out)
+        replacement[id(chain[0])] = new
+        removed |= {id(n) for n in chain}
+    nodes = []
+    for n in graph.node:  # the new chain takes the old one's place: order stays topological
+        nodes += replacement.get(id(n), [] if id(n) in removed else [n])
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _tool_chain(mmi, producer, consumers):
+    """quantize_dynamic's DynamicQuantizeLinear(a) -> MatMulInteger -> Cast -> Mul(., s)
+    with s = Mul(a_scale, w_scale): -> (those five nodes, a, w_scale)."""
+    dql = producer[mmi.input[0]]
+    (cast,) = consumers[mmi.output[0]]
+    (final,) = consumers[cast.output[0]]
+    scales = producer[next(i for i in final.input if i != cast.output[0])]
+    if dql.op_type != "DynamicQuantizeLinear" or len(consumers[dql.output[0]]) != 1 \
+            or scales.op_type != "Mul":
+        raise RuntimeError(f"unexpected quantize_dynamic output around {mmi.name}")
+    w_scale = next(i for i in scales.input if i != dql.output[1])
+    return [dql, scales, mmi, cast, final], dql.input[0], w_scale
+
+
+def _const_bias(graph, users):
+    """The Add(product, b) right after a product, when b is a 1-D initializer."""
+    inits = {i.name: i for i in graph.initializer}
+    if len(users) == 1 and users[0].op_type == "Add" and users[0].input[1] in inits \
+            and len(inits[users[0].input[1]].dims) == 1:
+        return users[0]
+    return None
+
+
+def _fixed_scale(helper, a, w_q, w_scale, w_zp, out, bias=None):
+    """h in [-1, 1]: 2 nodes per step (1 pass to quantise, 1 fused int8 GEMM + rescale + bias)."""
+    inputs = [a + "_q", w_q, "q_h_scale", w_scale, "q_zero_point", w_zp] + ([bias] if bias else [])
+    return [helper.make_node("QuantizeLinear", [a, "q_h_scale", "q_zero_point"], [a + "_q"]),
+            helper.make_node("MatMulIntegerToFloat", inputs, [out], domain="com.microsoft")]
+
+
+def _per_row(helper, a, w_q, w_scale, w_zp, out):
+    """Per-row dynamic scale s_i = max|a_i|/127. MatMulIntegerToFloat's a_scale must be a
+    scalar (and ORT's fusion pass, given a per-row one, silently mis-scales), so the
+    product runs with a_scale 1 and the row scale is applied after: one extra pass.
+    Row statistics stay 1-D until use: ORT's broadcasting over (M, 1) is slow."""
+    node = helper.make_node
+    return [node("Abs", [a], [a + "_abs"]),
+            node("ReduceMax", [a + "_abs", "q_last_axis"], [a + "_max"], keepdims=0),
+            node("Max", [a + "_max", "q_tiny"], [a + "_max_safe"]),  # an all-zero row (padding)
+            node("Mul", [a + "_max_safe", "q_h_scale"], [a + "_scale"]),  # (M,)
+            node("Div", ["q_unit", a + "_scale"], [a + "_inv"]),
+            node("Unsqueeze", [a + "_scale", "q_last_axis"], [a + "_scale_col"]),  # (M, 1)
+            node("Unsqueeze", [a + "_inv", "q_last_axis"], [a + "_inv_col"]),
+            node("Mul", [a, a + "_inv_col"], [a + "_scaled"]),  # in [-127, 127]
+            node("QuantizeLinear", [a + "_scaled", "q_unit", "q_zero_point"], [a + "_q"]),
+            node("MatMulIntegerToFloat", [a + "_q", w_q, "q_unit", w_scale, "q_zero_point", w_zp],
+                 [a + "_acc"], domain="com.microsoft"),
+            node("Mul", [a + "_acc", a + "_scale_col"], [out])]
+
+
+def coverage(model) -> dict:
+    """How many matrix products run in integer arithmetic and how many stayed float."""
+    ops = [n.op_type for n in model.graph.node]
+    return {"quant_int_matmuls": sum(op in INT_MATMULS for op in ops),
+            "quant_float_matmuls": sum(op in FLOAT_MATMULS for op in ops)}
+
+
+def _save(model, path: Path) -> None:
+    """Atomically: a crash or a concurrent run never leaves a half-written file to reuse."""
+    import onnx
+
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    onnx.save(model, tmp)
+    os.replace(tmp, path)
+
+
+def params_digest(arrays) -> str:
+    digest = hashlib.blake2b(digest_size=10)
+    for arr in arrays:
+        digest.update(f"{arr.shape}{arr.dtype}".encode())
+        digest.update(np.ascontiguousarray(arr).data)
+    return digest.hexdigest()
+
+
+# --- the backend ----------------------------------------------------------------------
+class OnnxArray(np.ndarray):
+    """The native array: numpy memory that went through backend.asarray / from_numpy (a
+    plain host array is refused, as on every backend). Slicing, np.take and the array
+    API keep working on it; ORT is fed a plain view of it (no copy)."""
+
+
+class _Entry:  # one session, the arrays it was made for, its file
+    def __init__(self, arrays, path: Path, session):
+        self.arrays, self.path, self.session = arrays, path, session
+        self._info = None
+
+    def info(self) -> dict:
+        if self._info is None:  # after timing (diagnostics), never inside a timed call
+            import onnx
+            self._info = {**coverage(onnx.load(self.path)), "model_bytes": self.path.stat().st_size}
+        return self._info
+
+
+class OnnxBackend(Backend):
+    """Params from `from_numpy` are read-only copies, so a session is found by the identity
+    of the five arrays plus (seq_len, lengths or not, threads): O(1) per call, inside the
+    timed region, and never stale. The first call for new arrays hashes their bytes to
+    find (or write) the exported file and creates the session: the harness' compile_s.
+    Writable params (a dict not from from_numpy) are hashed on every call instead."""
+    device = "cpu"
+    supports_backward = False
+    # onnx_fp32 builds the graph in the params' dtype (ORT runs float64 MatMul/Tanh);
+    # onnx_int8 computes int8/float32 inside and only takes and returns float64.
+    dtypes = (np.dtype(np.float32), np.dtype(np.float64))
+
+    def __init__(self, name: str, int8: bool, per_channel: bool = True, reduce_range: bool | None = None):
+        self.name, self.int8, self.per_channel = name, int8, per_channel
+        self.reduce_range = _needs_reduce_range() if reduce_range is None else reduce_range
+        self.exports = 0  # files written by this instance (the tests check cache reuse)
+        self._sessions: OrderedDict = OrderedDict()
+        self._tmp = None
+
+    # hooks: numpy memory under a marker type
+    def _from_numpy_array(self, arr):
+        return arr.copy().view(OnnxArray)  # a copy: never alias the caller's memory
+
+    def _to_numpy_array(self, arr):
+        return np.asarray(arr)
+
+    def _is_native(self, arr):
+        return isinstance(arr, OnnxArray)
+
+    def _dtype_of(self, arr):
+        return arr.dtype
+
+    def _all_finite(self, arr):
+        return bool(np.isfinite(arr).all())
+
+    def from_numpy(self, params: dict) -> dict:
+        native = super().from_numpy(params)
+        for arr in native.values():
+            arr.flags.writeable = False  # what makes identity-keyed caching safe
+        return native
+
+    def _forward(self, params, x, lengths):
+        return self._predict(params, x, lengths), {"batch_size": int(x.shape[0])}
+
+    def _predict(self, params, x, lengths):
+        entry = self._entry(params, int(x.shape[1]), lengths is not None)
+        feeds = {"x": np.ascontiguousarray(x).view(np.ndarray)}
+        if lengths is not None:
+            feeds["lengths"] = np.asarray(lengths, dtype=np.int64)
+        return entry.session.run(None, feeds)[0].view(OnnxArray)
+
+    def diagnostics(self, params: dict, x) -> dict:
+        return self._entry(params, int(x.shape[1]), False).info()
+
+    # caching
+    def _entry(self, params, seq_len: int, with_lengths: bool) -> _Entry:
+        arrays = tuple(params[k] for k in PARAM_NAMES)
+        frozen = all(not a.flags.writeable for a in arrays)
+        ident = tuple(map(id, arrays)) if frozen else params_digest(arrays)
+        key = (ident, seq_len, with_lengths, self.threads)
+        entry = self._sessions.get(key)
+        if entry is not None and (not frozen or all(a is b for a, b in zip(entry.arrays, arrays))):
+            self._sessions.move_to_end(key)
+            return entry
+        path = self._export(params, seq_len, with_lengths)
+        entry = _Entry(arrays if frozen else None, path, self._new_session(path))
+        self._sessions[key] = entry  # holding the arrays keeps their ids from being reused
+        if len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        return entry
+
+    def _folder(self) -> Path:
+        if self.cache_dir is None:
+            if self._tmp is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="rnnbench-onnx-")
+            return Path(self._tmp.name)
+        folder = Path(self.cache_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _export(self, params, seq_len: int, with_lengths: bool) -> Path:
+        """The model file for (params content, seq_len, lengths), written once per folder;
+        onnx_fp32 and onnx_int8 share a folder, so int8 reuses fp32's float32 export."""
+        io_dtype = params["W_xh"].dtype
+        if self.int8:  # int8 compute is float32 inside whatever the I/O dtype
+            params = {k: np.asarray(v, np.float32) for k, v in params.items()}
+        digest = params_digest([params[k] for k in PARAM_NAMES])
+        stem = f"rnn_{digest}_T{seq_len}_{'lengths' if with_lengths else 'last'}"
+        folder = self._folder()
+        source = folder / f"{stem}.{params['W_xh'].dtype}.onnx"
+        if not source.exists():
+            _save(build_model(params, seq_len, with_lengths), source)
+            self.exports += 1
+        if not self.int8:
+            return source
+        tags = f"{'-pc' if self.per_channel else ''}{'-rr' if self.reduce_range else ''}"
+        int8 = folder / f"{stem}.int8{tags}.{io_dtype}-io.onnx"
+        if not int8.exists():
+            quantise(source, int8, per_channel=self.per_channel, reduce_range=self.reduce_range,
+                     io_dtype=io_dtype)
+            self.exports += 1
+        return int8
+
+    def _new_session(self, path: Path):
+        _, ort = _runtime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads or 0  # 0: ORT's default (all cores)
+        options.inter_op_num_threads = 1  # a chain of dependent steps: nothing to overlap
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # unused-initializer notes after fusion are noise
+        return ort.InferenceSession(str(path), options, providers=PROVIDERS)
+
+
+def _needs_reduce_range() -> bool:
+    """7-bit weights on x86 without VNNI: MLAS' AVX2 u8s8 kernel sums pairs of u8*s8
+    products in int16, which saturates with full-range weights (ORT's documented advice)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx2" in flags and "vnni" not in flags
+
+
+def _create(name: str, int8: bool, device: str | None) -> OnnxBackend:
+    if device not in (None, "cpu"):
+        raise ValueError(f"{name} runs on the cpu only (CPUExecutionProvider), not {device!r}")
+    _runtime()
+    return OnnxBackend(name, int8)
+
+
+def create_fp32(device: str | None = None) -> OnnxBackend:
+    return _create("onnx_fp32", False, device)
+
+
+def create_int8(device: str | None = None) -> OnnxBackend:
+    return _create("onnx_int8", True, device)
