@@ -40,7 +40,7 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
           "torch", {"float64": 1e-10, "float32": 2e-5},
           ("torch_backend.py",)),
     Entry("numba", "numba_backend", "Numba @njit forward and BPTT, vectorisable tanh",
-          "numba", {"float64": 1e-9, "float32": 1e-4},
+          "numba", {"float64": 1e-10, "float32": 2e-5},
           ("numba_backend.py",)),
     Entry("torchscript", "torchscript_backend",
           "TorchScript-scripted cell loop, autograd (deprecated upstream)",

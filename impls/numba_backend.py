@@ -1,0 +1,374 @@
+"""`numba`: predict, forward and full BPTT as @njit kernels, float32 and float64.
+
+One compiled call per predict, forward or backward: at batch 1 a framework's cost is
+per-op dispatch (NumPy ~1-3 us an op, a few ops a step, T steps), which compiled code
+does not pay. Inside the kernels:
+
+- tanh is ours (`tanh32`, `tanh64`; error bounds in their docstrings, tested over the
+  whole float range): numba's np.tanh is a scalar libm call, ~30x slower than NumPy's
+  SIMD tanh, which made a straight port tanh-bound at batch 32. Ours are branch-free
+  arithmetic that LLVM vectorises (16 float32 lanes with AVX-512): 4096 values in 1.3 us
+  float32 / 3.9 us float64, vs NumPy's 1.0 / 3.5 and numba's np.tanh 35 / 33.
+- GEMMs are BLAS (np.dot in numba calls scipy's cython BLAS) where BLAS is fast: the input
+  projection and the weight gradients, in blocks of BLOCK_BYTES (not all T*B rows at once:
+  see _block_steps), and the recurrent (B, H) @ (H, H) of each step at B = 1 (OpenBLAS's
+  gemv path) and B > LOOP_MAX_BATCH. For 2..LOOP_MAX_BATCH sequences a loop nest measured
+  2-4x faster than OpenBLAS's small-M sgemm (_matmul_nt).
+- fastmath is {"contract", "nsz"} (FMA contraction, no signed zeros), plus "reassoc" in
+  _matmul_nt alone, whose dot products need it to vectorise: reassociation anywhere else
+  could fold tanh64's two-part ln2 range reduction and break its bound. Elementwise loops
+  run over contiguous H last. error_model="numpy": no zero-division branch in the loops.
+- No prange. The harness pins 1 thread, where prange runs serially; with more threads,
+  OpenBLAS called inside numba's OpenMP region prints "Detect OpenMP Loop and this
+  application may hang" (seen here), and parallel=True made compiling 2-3x slower. With
+  n threads, OpenBLAS threads the GEMMs that are large enough, under the harness's limit.
+
+Compilation is lazy: the first predict, forward or backward per dtype compiles its kernel
+(the harness's `compile_s`), and `cache=True` writes the machine code to numba's cache
+(impls/__pycache__, or NUMBA_CACHE_DIR), so another process loads it instead. Measured
+here: a first train step 6.9 s cold vs 0.25 s cached, a first predict in a fresh process
+4.5 s vs 0.15 s (tests/test_numba_backend.py checks the second process is >= 3x faster).
+
+Shapes: B batch_size, T seq_len, I input_size, H hidden_size, C num_classes.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .base import Backend, Unavailable
+
+try:
+    import numba
+    from numba import njit, types
+    from numba.extending import overload
+except ImportError as exc:  # impls must import without numba; create() says why
+    numba, types, _IMPORT_ERROR = None, None, exc
+
+    def njit(*args, **kwargs):
+        return lambda fn: fn
+
+    def overload(*args, **kwargs):
+        return lambda fn: fn
+
+# The recurrent matmul of 2..LOOP_MAX_BATCH sequences is a loop nest, else BLAS (_matmul_nt).
+LOOP_MAX_BATCH = 8
+# Size of a block of (steps x sequences, H) rows: see _block_steps.
+BLOCK_BYTES = 256 * 1024
+_FASTMATH = {"contract", "nsz"}
+_JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
+
+# --- tanh ---------------------------------------------------------------------------------
+# float32: the [13/6] rational minimax of Eigen's generic_fast_tanh_float (their
+# coefficients), on |x| clamped to 9, evaluated in float32.
+_F32 = np.float32
+_A32 = tuple(_F32(c) for c in (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05,
+                                5.12229709037114e-08, -8.60467152213735e-11, 2.00018790482477e-13,
+                                -2.76076847742355e-16))
+_B32 = tuple(_F32(c) for c in (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04,
+                                1.19825839466702e-06))
+_A0, _A1, _A2, _A3, _A4, _A5, _A6 = _A32
+_B0, _B1, _B2, _B3 = _B32
+_CLAMP32 = _F32(9.0)  # the rational is 1 - 2.5e-8 there (tanh(9) = 1 - 3.0e-8), > 1 past 9.1
+_TINY32 = _F32(4e-4)  # below: tanh(x) = x to < 2^-24 relative (x^3/3 term), denormals too
+
+
+def tanh32(x):
+    """float32 tanh, branch-free. Error against np.tanh (in float64) over a dense grid of
+    every finite float32 (denormals, 1e-30, +-1e-8, moderate, +-9, +-20, +-1e30, +-3.4e38;
+    tests/test_numba_backend.py): abs and rel error < 5e-7 (~8 float32 ulps; measured
+    2.9e-7 with FMA contraction, 3.9e-7 without). Returns x exactly for |x| < 4e-4
+    (denormals included), is odd, never exceeds 1 in magnitude and is within one ulp of +-1
+    for |x| >= 9. The rational itself is within 3e-8; float32 rounding dominates."""
+    a = abs(x)
+    c = min(a, _CLAMP32)
+    z = c * c
+    p = (((((_A6 * z + _A5) * z + _A4) * z + _A3) * z + _A2) * z + _A1) * z + _A0
+    q = ((_B3 * z + _B2) * z + _B1) * z + _B0
+    r = min(c * p / q, _F32(1.0))  # rounding may land a hair above 1 near the clamp
+    tiny = _F32(a < _TINY32)  # a 0/1 blend, not a branch: both terms are finite
+    return np.copysign(tiny * a + (_F32(1.0) - tiny) * r, x)
+
+
+# float64, |x| < 0.4: the [7/6] Pade approximant (the continued fraction
+# tanh x = x/(1 + x^2/(3 + x^2/(5 + ...))) cut after 7 levels), exact rational coefficients;
+# its truncation error at 0.4 is ~1e-17, and it returns x exactly for tiny/denormal x.
+_P1, _P2, _P3 = 5.0 / 39.0, 2.0 / 715.0, 1.0 / 135135.0
+_Q1, _Q2, _Q3 = 6.0 / 13.0, 10.0 / 429.0, 4.0 / 19305.0
+# |x| >= 0.4: 1 - 2/(exp(2|x|) + 1) with exp(y) = 2^n exp(r), n = round(y / ln 2),
+# r = y - n ln2 in two parts (Cody-Waite, |r| <= ln2/2), exp(r) by its degree-13 Taylor
+# polynomial (remainder < 4e-18), 2^n (n <= 58) exactly from the bits of n.
+_LOG2E = 1.4426950408889634
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+(_E0, _E1, _E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12,
+ _E13) = (1.0 / math.factorial(k) for k in range(14))
+
+
+def tanh64(x):
+    """float64 tanh, branch-free (both branches computed, one selected). Error against
+    np.tanh over a dense grid of every finite float64 (denormals to +-1.8e308; tested):
+    rel error < 6e-16 (measured 4.4e-16; np.tanh itself is within 2.2e-16 of the true
+    value). Exactly x for tiny x (denormals included), exactly +-1 for |x| >= 20."""
+    a = abs(x)
+    c = min(a, 0.4)  # clamped: the unused branch must stay finite for the blend
+    z = c * c
+    small = c * (((_P3 * z + _P2) * z + _P1) * z + 1.0) / (((_Q3 * z + _Q2) * z + _Q1) * z + 1.0)
+    y = 2.0 * min(a, 20.0)  # tanh(20) rounds to 1.0 in float64
+    n = np.floor(y * _LOG2E + 0.5)
+    r = (y - n * _LN2_HI) - n * _LN2_LO
+    e = ((((((((((((_E13 * r + _E12) * r + _E11) * r + _E10) * r + _E9) * r + _E8) * r + _E7)
+                * r + _E6) * r + _E5) * r + _E4) * r + _E3) * r + _E2) * r + _E1) * r + _E0
+    m = np.int64(n)  # 2^m = prod over set bits i of 2^(2^i); every product is exact
+    s = ((1.0 + (m & 1)) * (1.0 + 3.0 * ((m >> 1) & 1)) * (1.0 + 15.0 * ((m >> 2) & 1))
+         * (1.0 + 255.0 * ((m >> 3) & 1)) * (1.0 + 65535.0 * ((m >> 4) & 1))
+         * (1.0 + 4294967295.0 * ((m >> 5) & 1)))
+    big = 1.0 - 2.0 / (e * s + 1.0)
+    w = np.float64(a < 0.4)  # a 0/1 blend, not a branch (ternaries upset numba's IR inliner)
+    return np.copysign(w * small + (1.0 - w) * big, x)
+
+
+def _tanh(x):
+    """Typed dispatch to tanh32/tanh64 inside kernels (the Python body is never used)."""
+    return np.tanh(x)
+
+
+# inline="always" inlines at numba-IR level: LLVM's own inliner declined tanh64 (too large),
+# and a call in the loop body stops vectorisation (measured 26 us vs 3.6 us / 4096 values).
+@overload(_tanh, inline="always")
+def _tanh_overload(x):
+    if x == types.float32:
+        return tanh32
+    if x == types.float64:
+        return tanh64
+
+
+@njit(**_JIT)
+def tanh_array(a):
+    """Elementwise kernel tanh of an array (for tests and measurement)."""
+    flat = a.ravel()
+    out = np.empty_like(flat)
+    for i in range(flat.size):
+        out[i] = _tanh(flat[i])
+    return out.reshape(a.shape)
+
+
+# --- kernels ------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FASTMATH | {"reassoc"})
+def _matmul_nt(a, mt, out):
+    """out = a @ mt.T: a (b, K), mt (N, K) row-major, out (b, N) C-contiguous.
+
+    BLAS at b = 1 (OpenBLAS's gemv path: as fast as any loop here) and above
+    LOOP_MAX_BATCH; in between, OpenBLAS's small-M sgemm measured 2-4x slower than this
+    loop nest (H = 64..256). j outer: each row of mt is reused from L1 by every b."""
+    if a.shape[0] == 1 or a.shape[0] > LOOP_MAX_BATCH:
+        np.dot(a, mt.T, out)
+        return
+    zero = out.dtype.type(0.0)  # typed: a float literal would promote float32 to float64
+    for j in range(mt.shape[0]):
+        row = mt[j]
+        for b in range(a.shape[0]):
+            s = zero
+            for k in range(a.shape[1]):
+                s += a[b, k] * row[k]
+            out[b, j] = s
+
+
+@njit(**_JIT)
+def _gather_steps(x, t0, n, out):
+    """out[s*B + b] = x[b, t0 + s] for s < n: n steps of batch-first x, time-major rows."""
+    B = x.shape[0]
+    for s in range(n):
+        for b in range(B):
+            out[s * B + b] = x[b, t0 + s]
+
+
+@njit(**_JIT)
+def _forward_kernel(x, W_xh, W_hh, b_h, W_hy, b_y, lengths, tc):
+    """-> logits (B, C), xs (T*B, I) = x time-major, states (T+1, B, H) with states[t] = h_t
+    (h_0 = 0), h_last (B, H): what backward needs."""
+    B, T, I = x.shape
+    H = W_hh.shape[0]
+    xs = np.empty((T * B, I), x.dtype)  # (T*B, I): row t*B + b is x[b, t]
+    states = np.empty((T + 1, B, H), x.dtype)  # (T+1, B, H)
+    states[0] = 0.0
+    h_last = _recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, True, tc)
+    return _head(h_last, W_hy, b_y), xs, states, h_last
+
+
+@njit(**_JIT)
+def _predict_kernel(x, W_xh, W_hh, b_h, W_hy, b_y, lengths, tc):
+    """-> logits (B, C), keeping only h_{t-1}, h_t and one block of inputs: for inference."""
+    B, T, I = x.shape
+    H = W_hh.shape[0]
+    xbuf = np.empty((tc * B, I), x.dtype)  # (tc*B, I)
+    ring = np.zeros((2, B, H), x.dtype)  # (2, B, H)
+    h_last = _recurrence(x, W_xh, W_hh, b_h, lengths, xbuf, ring, False, tc)
+    return _head(h_last, W_hy, b_y)
+
+
+@njit(**_JIT)
+def _head(h_last, W_hy, b_y):  # the classifier on the selected states
+    logits = np.dot(h_last, W_hy.T)  # (B, C)
+    for b in range(logits.shape[0]):
+        logits[b] += b_y
+    return logits
+
+
+@njit(**_JIT)
+def _recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, keep, tc):
+    """h_t = tanh(x_t W_xh^T + h_{t-1} W_hh^T + b_h), t = 1..T. keep: h_t into states[t]
+    and x time-major into xs (T*B, I); else a ring of two states and a one-block xs.
+    Blocks of tc steps (see _block_steps). -> h_last (B, H): h at step lengths[b]."""
+    B, T, I = x.shape
+    H = W_hh.shape[0]
+    h_last = np.empty((B, H), x.dtype)
+    pbuf = np.empty((tc * B, H), x.dtype)  # (tc*B, H): a block's input projections
+    for t0 in range(0, T, tc):
+        n = min(tc, T - t0)
+        rows = xs[t0 * B:(t0 + n) * B] if keep else xs[:n * B]  # (n*B, I)
+        _gather_steps(x, t0, n, rows)
+        np.dot(rows, W_xh.T, pbuf[:n * B])  # one GEMM for the block's inputs
+        for s in range(n):
+            t = t0 + s
+            prev, h = (states[t], states[t + 1]) if keep else (states[t & 1], states[(t + 1) & 1])
+            _matmul_nt(prev, W_hh, h)  # (B, H): h_{t-1} W_hh^T
+            p = pbuf[s * B:(s + 1) * B]  # (B, H): x_t W_xh^T
+            for b in range(B):
+                for j in range(H):
+                    h[b, j] = _tanh(h[b, j] + (p[b, j] + b_h[j]))
+                if lengths[b] == t + 1:  # the head reads each sequence's own last step
+                    h_last[b] = h[b]
+    return h_last
+
+
+@njit(**_JIT)
+def _backward_kernel(xs, W_hh, W_hy, states, h_last, lengths, dlogits, tc):
+    """Gradients of sum(logits * dlogits): (dW_xh, dW_hh, db_h, dW_hy, db_y). Only dh is
+    carried back through time; each block's pre-activation gradients then enter the weight
+    gradients as GEMMs. Reads the cache, writes only fresh arrays: repeatable."""
+    T, B, H = states.shape[0] - 1, states.shape[1], states.shape[2]
+    I = xs.shape[1]
+    one = xs.dtype.type(1.0)  # typed: a float literal would promote float32 to float64
+    dW_hy = np.dot(dlogits.T, h_last)  # (C, H)
+    db_y = dlogits.sum(axis=0)  # (C,)
+    dh_head = np.dot(dlogits, W_hy)  # (B, H): dL/dh at each sequence's last step
+    W_hh_T = np.ascontiguousarray(W_hh.T)  # (H, H): da W_hh = da (W_hh^T)^T for _matmul_nt
+    dW_xh, dW_hh = np.zeros((H, I), xs.dtype), np.zeros((H, H), xs.dtype)
+    db_h = np.zeros(H, xs.dtype)
+    dbuf = np.empty((tc * B, H), xs.dtype)  # (tc*B, H): dL/d(pre-activation), time-major
+    dh, dh_prev = np.zeros((B, H), xs.dtype), np.empty((B, H), xs.dtype)  # dL/dh_t, _{t-1}
+    for t1 in range(T, 0, -tc):  # blocks [t0, t1), the last one first
+        t0 = max(0, t1 - tc)
+        n = t1 - t0
+        for s in range(n - 1, -1, -1):
+            t = t0 + s
+            da = dbuf[s * B:(s + 1) * B]  # (B, H)
+            h = states[t + 1]
+            for b in range(B):
+                if lengths[b] == t + 1:  # the head read h_t of this sequence
+                    for j in range(H):
+                        dh[b, j] += dh_head[b, j]
+                for j in range(H):
+                    da[b, j] = dh[b, j] * (one - h[b, j] * h[b, j])  # tanh' = 1 - tanh^2
+                    db_h[j] += da[b, j]
+            if t > 0:  # h_0 is a constant zero: no gradient flows into it
+                _matmul_nt(da, W_hh_T, dh_prev)  # dL/dh_{t-1} = da W_hh
+                dh, dh_prev = dh_prev, dh
+        rows = dbuf[:n * B].T  # (H, n*B); xs and states are time-major: slices, no copies
+        dW_xh += np.dot(rows, xs[t0 * B:t1 * B])  # (H, I)
+        dW_hh += np.dot(rows, states[t0:t1].reshape(n * B, H))  # (H, H): h_{t-1} rows
+    return dW_xh, dW_hh, db_h, dW_hy, db_y
+
+
+# --- the backend --------------------------------------------------------------------------
+class NumbaArray(np.ndarray):
+    """The backend's native array: a plain ndarray subclass, so host arrays are never taken
+    silently (the contract's rule) while numpy code (losses, optimisers) still runs on it.
+    Kernels get base-class views: numba types an exact ndarray on its fast C path."""
+    __slots__ = ()
+
+
+def _plain(arr):
+    return arr.view(np.ndarray)
+
+
+def _native(arr):
+    return arr.view(NumbaArray)
+
+
+_NAMES = ("W_xh", "W_hh", "b_h", "W_hy", "b_y")
+
+
+def _block_steps(shape, W_hh) -> int:
+    """Steps per block: the input projection and the weight gradients are GEMMs over a
+    block of steps x sequences rows of about BLOCK_BYTES, not over all T*B: temporaries
+    are O(block), so predict holds no (T, B, H) array (the harness reports peak memory)
+    and a block stays in L2. Measured at B=32 float32 against whole-sequence GEMMs: forward
+    700 vs 1230 us at H=128, 2190 vs 3300 us at H=256 (large temporaries fault their pages
+    in on every call), backward within noise (1150 vs 1210 us at H=128); 128-512 KiB
+    blocks all alike."""
+    batch_size, seq_len = shape[0], shape[1]
+    return max(1, min(seq_len, BLOCK_BYTES // (batch_size * W_hh.shape[0] * W_hh.itemsize)))
+
+
+class NumbaBackend(Backend):
+    name = "numba"
+    device = "cpu"
+    supports_backward = True
+
+    def _from_numpy_array(self, arr):
+        return _native(arr.copy())  # like every backend: never alias the caller's memory
+
+    def _to_numpy_array(self, arr):
+        return _plain(arr)
+
+    def _is_native(self, arr):
+        return isinstance(arr, NumbaArray)
+
+    def _dtype_of(self, arr):
+        return arr.dtype
+
+    def _all_finite(self, arr):
+        return bool(np.isfinite(_plain(arr)).all())
+
+    @staticmethod
+    def _operands(params, x, lengths):
+        # Plain contiguous arrays: one compiled specialisation per dtype, never one per
+        # layout, and an exact ndarray is what numba's dispatcher types fastest.
+        p = [np.ascontiguousarray(params[k]) for k in _NAMES]
+        lens = (np.full(x.shape[0], x.shape[1], np.int64) if lengths is None
+                else np.asarray(lengths, dtype=np.int64))
+        return p, lens
+
+    def _forward(self, params, x, lengths):
+        p, lens = self._operands(params, x, lengths)
+        tc = _block_steps(x.shape, p[1])
+        logits, xs, states, h_last = _forward_kernel(np.ascontiguousarray(x), *p, lens, tc)
+        cache = {"batch_size": x.shape[0], "xs": xs, "states": states, "h_last": h_last,
+                 "lengths": lens, "block_steps": tc}
+        return _native(logits), cache
+
+    def _predict(self, params, x, lengths):
+        p, lens = self._operands(params, x, lengths)
+        return _native(_predict_kernel(np.ascontiguousarray(x), *p, lens,
+                                       _block_steps(x.shape, p[1])))
+
+    def _backward(self, params, cache, dlogits):
+        grads = _backward_kernel(cache["xs"], np.ascontiguousarray(params["W_hh"]),
+                                 np.ascontiguousarray(params["W_hy"]), cache["states"],
+                                 cache["h_last"], cache["lengths"], np.ascontiguousarray(dlogits),
+                                 cache["block_steps"])
+        return {k: _native(g) for k, g in zip(_NAMES, grads)}
+
+
+def create(device: str | None = None) -> NumbaBackend:
+    if numba is None:
+        raise Unavailable(f"numba is not installed ({_IMPORT_ERROR}); pip install numba")
+    if device not in (None, "cpu"):
+        raise ValueError(f"numba runs on the cpu only, not {device!r}")
+    try:  # np.dot inside kernels is scipy's BLAS; loading it now also puts it under
+        import scipy.linalg.cython_blas  # noqa: F401  the harness's thread limits
+    except ImportError as exc:
+        raise Unavailable(f"numba's np.dot needs scipy ({exc}); pip install scipy") from exc
+    return NumbaBackend()

@@ -1,0 +1,192 @@
+"""The numba backend on its own: its vectorisable tanh against np.tanh over the whole
+float range, gradients by central differences (no torch needed), the loop-nest and BLAS
+paths and the GEMM blocking against numpy, the on-disk compile cache, and a clean
+Unavailable without numba. Oracle and bad-input tests are the shared ones
+(test_conformance.py, test_validation.py). Small sizes: the JIT compile dominates."""
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import impls
+from bench.oracle import check_case
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The bounds stated in tanh32/tanh64's docstrings.
+TANH_BOUND = {np.float32: 5e-7, np.float64: 6e-16}
+
+
+def _grid(dtype):
+    """Every binade of the finite positive range by strided bit patterns, a dense linear
+    grid where tanh bends and saturates, and named points; both signs."""
+    if dtype == np.float32:
+        bits = np.arange(0, 0x7F7FFFFF, 4093, dtype=np.int64).astype(np.uint32).view(np.float32)
+        lin = np.linspace(-12, 12, 400_001, dtype=np.float32)
+    else:
+        bits = np.arange(0, 0x7FEFFFFFFFFFFFFF, 2**44 + 12345, dtype=np.uint64).view(np.float64)
+        lin = np.linspace(-25, 25, 400_001)
+    info = np.finfo(dtype)
+    named = np.array([0.0, info.smallest_subnormal, 1e-40 if dtype == np.float32 else 1e-310,
+                      info.tiny, 1e-30, 1e-8, 3.9e-4, 4e-4, 4.1e-4, 0.39999, 0.4, 0.40001,
+                      0.5, 1.0, 7.9, 7.906, 9.0, 18.7, 19.1, 20.0, 20.5, 1e30, info.max], dtype)
+    x = np.concatenate([bits, lin, named])
+    return np.concatenate([x, -x])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_tanh_error_bound_over_the_whole_range(dtype):
+    pytest.importorskip("numba")
+    from impls import numba_backend as nb
+    x = _grid(dtype)
+    y = nb.tanh_array(x)
+    assert y.dtype == dtype
+    exact = np.tanh(x.astype(np.float64))
+    err = np.abs(y.astype(np.float64) - exact)
+    nonzero = exact != 0
+    rel = err[nonzero] / np.abs(exact[nonzero])
+    bound = TANH_BOUND[dtype]
+    worst = x[nonzero][np.argmax(rel)]
+    assert rel.max() <= bound, f"rel error {rel.max():.2e} at x={worst!r} > {bound:.0e}"
+    assert err.max() <= bound
+    assert np.all(np.abs(y) <= 1)  # so 1 - h^2 in backward never goes negative
+    tiny = np.abs(x) < 1e-8
+    np.testing.assert_array_equal(y[tiny], x[tiny])  # tanh(x) = x there, denormals included
+    saturated = np.abs(x) >= (9.0 if dtype == np.float32 else 20.0)
+    ulp = 2.0 ** -24 if dtype == np.float32 else 0.0
+    assert np.all(np.abs(y[saturated]) >= 1 - ulp)
+    half = len(x) // 2  # the grid is [x, -x]: tanh is odd, exactly
+    np.testing.assert_array_equal(y[half:], -y[:half])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_tanh_compiles_to_vector_code(dtype):
+    """The point of writing tanh by hand: no libm call, SIMD lanes (any x86-64 has SSE2)."""
+    numba = pytest.importorskip("numba")
+    from impls import numba_backend as nb
+    options = {k: v for k, v in nb._JIT.items() if k != "cache"}  # cached code has no IR
+    kernel = numba.njit(**options)(nb.tanh_array.py_func)
+    kernel(np.ones(4, dtype))
+    ir = kernel.inspect_llvm(kernel.signatures[0])
+    assert not re.search(r"call [^\n]*@(tanh|tanhf|numba_tanh)\b", ir)
+    assert re.search(r"<\d+ x %s>" % ("float" if dtype == np.float32 else "double"), ir)
+
+
+def _loss(backend, params, x, dlogits, lengths):
+    logits = backend.predict(backend.from_numpy(params), backend.asarray(x),
+                             None if lengths is None else backend.asarray(lengths))
+    return float(np.sum(backend.to_numpy(logits) * dlogits))
+
+
+@pytest.mark.parametrize("lengths", [None, np.array([2, 6, 4])], ids=["full", "lengths"])
+def test_bptt_gradients_match_central_differences(lengths):
+    backend = _backend()
+    params, x, dlogits = check_case(3, 6, 3, 5, 4, seed=21, dtype=np.float64)
+    native = backend.from_numpy(params)
+    _, cache = backend.forward(native, backend.asarray(x),
+                               None if lengths is None else backend.asarray(lengths))
+    grads = backend.to_numpy(backend.backward(native, cache, backend.asarray(dlogits)))
+    eps = 1e-6
+    for key, value in params.items():
+        numeric = np.zeros_like(value)
+        for index in np.ndindex(value.shape):
+            bumped = {k: v.copy() for k, v in params.items()}
+            bumped[key][index] += eps
+            up = _loss(backend, bumped, x, dlogits, lengths)
+            bumped[key][index] -= 2 * eps
+            numeric[index] = (up - _loss(backend, bumped, x, dlogits, lengths)) / (2 * eps)
+        assert np.abs(grads[key] - numeric).max() <= 1e-7 * max(np.abs(numeric).max(), 1.0), key
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("block_bytes", [None, 1024], ids=["one_block", "many_blocks"])
+@pytest.mark.parametrize("batch_size", [1, 8, 12])
+def test_matmul_paths_and_blocks_agree_with_numpy(batch_size, block_bytes, dtype, monkeypatch):
+    """The recurrent matmul is BLAS at batch 1 and 12, a loop nest at 8; 1 KiB blocks cut
+    T = 50 into GEMMs of 1 to 25 steps (the last block short). All give numpy's numbers."""
+    backend = _backend()
+    if block_bytes is not None:
+        from impls import numba_backend as nb
+        monkeypatch.setattr(nb, "BLOCK_BYTES", block_bytes)
+    params, x, dlogits = check_case(batch_size, 50, 3, 10, 4, seed=4, dtype=dtype)
+    lengths = np.arange(batch_size) * 7 % 50 + 1
+    reference = impls.get("numpy")
+    ref_logits, ref_cache = reference.forward(params, x, lengths)
+    ref_grads = reference.backward(params, ref_cache, dlogits)
+    native = backend.from_numpy(params)
+    logits, cache = backend.forward(native, backend.asarray(x), backend.asarray(lengths))
+    grads = backend.to_numpy(backend.backward(native, cache, backend.asarray(dlogits)))
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(backend.to_numpy(logits), ref_logits, **tol)
+    for key in ref_grads:
+        np.testing.assert_allclose(grads[key], ref_grads[key], **tol, err_msg=key)
+
+
+def test_native_arrays_and_device():
+    backend = _backend()
+    params = backend.from_numpy(impls.init_params(3, 4, 2, seed=0))
+    x = backend.asarray(np.zeros((2, 3, 3), np.float32))
+    logits = backend.predict(params, x)
+    assert backend._is_native(logits) and not backend._is_native(np.asarray(logits))
+    with pytest.raises(ValueError, match="cpu only"):
+        impls.get("numba", "cuda")
+
+
+_FIRST_CALL = textwrap.dedent("""
+    import time, numpy as np, impls
+    backend = impls.get("numba")
+    params = backend.from_numpy(impls.init_params(3, 4, 2, seed=0))
+    x = backend.asarray(np.zeros((2, 3, 3), np.float32))
+    start = time.perf_counter()
+    backend.predict(params, x)
+    print(time.perf_counter() - start)
+""")
+
+
+def test_compile_cache_makes_a_second_process_start_fast(tmp_path):
+    """cache=True: the first process compiles (what compile_s records), a second one with
+    the same NUMBA_CACHE_DIR loads machine code. Measured here 4.5 s vs 0.15 s; asserting
+    3x leaves room for a loaded CI machine."""
+    pytest.importorskip("numba")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+
+    def first_call_s():
+        out = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+        return float(out.stdout.split()[-1])
+
+    cold, warm = first_call_s(), first_call_s()
+    print(f"first predict: cold {cold:.2f} s, cached {warm:.3f} s")
+    assert any(tmp_path.rglob("*.nbi")), "numba wrote no cache index"
+    assert warm * 3 < cold, f"first call: cold {cold:.2f} s, cached {warm:.2f} s"
+
+
+def test_unavailable_without_numba():
+    code = textwrap.dedent("""
+        import sys; sys.modules["numba"] = None  # import numba now raises ImportError
+        import impls
+        from impls import numba_backend  # the module itself imports without numba
+        try:
+            numba_backend.create()
+        except impls.Unavailable as exc:
+            print("REASON", exc)
+        status = impls.available()["numba"]
+        assert not status and "numba" in status.reason, status
+        assert impls.available()["numpy"]
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"REASON numba is not installed .*pip install numba", out.stdout), out.stdout
+
+
+def _backend():
+    try:
+        return impls.get("numba")
+    except impls.Unavailable as exc:
+        pytest.skip(f"numba unavailable: {exc}")
