@@ -387,9 +387,16 @@ def implementations_table(frame):
     """Every registered implementation: what it is, and whether this run has it."""
     import impls
 
-    present = set(frame["impl"])
+    def in_run(name):
+        rows = frame[frame["impl"] == name]
+        if (rows["status"] == "ok").any():
+            return "ran"
+        if len(rows):
+            return f"{rows['status'].iloc[0]}: {rows['reason'].iloc[0]}"
+        return "not in this run"
+
     return _frame([{"impl": name, "what it is": impls.entry(name).description,
-                    "in this run": "yes" if name in present else "no"} for name in impls.names()])
+                    "in this run": in_run(name)} for name in impls.names()])
 
 
 def render(frame, meta: dict, figures: list[Path], title: str) -> str:
