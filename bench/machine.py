@@ -52,9 +52,9 @@ def use_threads(n: int):
 
 def gemm_peak_gflops(dtype: str, threads: int, size: int = 1024, seconds: float = 0.5,
                      device: str = "cpu") -> dict:
-    """Measured peak: the best GFLOP/s of square GEMMs in numpy (OpenBLAS) and torch (MKL)
-    at this dtype and thread count, or on a CUDA device through torch and CuPy. It is the
-    roofline every row's pct_peak refers to."""
+    """Measured peak: the best GFLOP/s of square GEMMs in numpy (OpenBLAS), torch (MKL) and
+    ONNX Runtime (MLAS) at this dtype and thread count, or on a CUDA device through torch
+    and CuPy. It is the roofline every row's pct_peak refers to."""
     from bench.timing import measure
 
     if device.startswith("cuda"):
@@ -75,8 +75,35 @@ def gemm_peak_gflops(dtype: str, threads: int, size: int = 1024, seconds: float 
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
             m = measure(lambda: ta @ tb, min_time_s=seconds)
             result["torch"] = flops / m.median / 1e9
+        matmul = _onnxruntime_matmul(dtype, threads)
+        if matmul is not None:
+            m = measure(lambda: matmul(a, b), min_time_s=seconds)
+            result["onnxruntime"] = flops / m.median / 1e9
     result["peak"] = max(result.values())
     return result
+
+
+def _onnxruntime_matmul(dtype: str, threads: int):
+    """ONNX Runtime's own GEMM (MLAS) as a function, or None without onnxruntime. It is in
+    the calibration because on some CPUs (AMD's, where MKL avoids its best paths) MLAS is
+    the fastest GEMM on the machine: a peak that ignored it would be no peak."""
+    try:
+        import onnx
+        import onnxruntime
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    elem = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}[dtype]
+    inputs = [helper.make_tensor_value_info(n, elem, ["m", "k"] if n == "a" else ["k", "n"]) for n in "ab"]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", inputs,
+                              [helper.make_tensor_value_info("c", elem, ["m", "n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    onnx.checker.check_model(model)
+    return lambda a, b: session.run(None, {"a": a, "b": b})
 
 
 def gpu_gemm_peak_gflops(dtype: str, device: str, size: int = 8192, seconds: float = 0.5) -> dict:

@@ -366,7 +366,9 @@ HOW_TO_READ = """\
   *noisy* when IQR / median > 10 %; plots draw noisy points hollow. On a shared VM other
   tenants steal cycles: treat differences under ~10-20 % as noise unless they repeat.
 - % of peak divides achieved GFLOP/s (analytic FLOPs / median) by the best GEMM rate
-  measured on this machine for the same dtype and threads: small problems are far from it.
+  measured on this machine for the same dtype and threads (the best of OpenBLAS, MKL and
+  ONNX Runtime's MLAS): small problems are far from it. Quantised rows (`onnx_int8`) count
+  their int8 matmuls against that float peak, so they can pass 100 %.
 - Measured memory is the RSS high-water increase of one call (page-granular, includes
   allocator caching); analytic memory is the BPTT activations by formula (bench/flops.py).
 """

@@ -52,6 +52,8 @@ def _fastest_margin(frame, impl: str, phase: str) -> float | None:
 def _best_pct_peak(frame) -> float | None:
     rows = _ok(frame, dtype="float32")
     rows = rows[(rows["hidden_size"] >= 256) & (rows["batch_size"] >= 32) & (rows["device"] == "cpu")]
+    # int8 matmuls run against an integer peak, not the float32 GEMM's: not float32 compute
+    rows = rows[~(rows["quant_int_matmuls"].fillna(0) > 0)] if "quant_int_matmuls" in rows else rows
     return float(rows["pct_peak"].max()) if len(rows) and rows["pct_peak"].notna().any() else None
 
 
