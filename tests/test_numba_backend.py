@@ -77,32 +77,6 @@ def test_tanh_compiles_to_vector_code(dtype):
     assert re.search(r"<\d+ x %s>" % ("float" if dtype == np.float32 else "double"), ir)
 
 
-def _loss(backend, params, x, dlogits, lengths):
-    logits = backend.predict(backend.from_numpy(params), backend.asarray(x),
-                             None if lengths is None else backend.asarray(lengths))
-    return float(np.sum(backend.to_numpy(logits) * dlogits))
-
-
-@pytest.mark.parametrize("lengths", [None, np.array([2, 6, 4])], ids=["full", "lengths"])
-def test_bptt_gradients_match_central_differences(lengths):
-    backend = _backend()
-    params, x, dlogits = check_case(3, 6, 3, 5, 4, seed=21, dtype=np.float64)
-    native = backend.from_numpy(params)
-    _, cache = backend.forward(native, backend.asarray(x),
-                               None if lengths is None else backend.asarray(lengths))
-    grads = backend.to_numpy(backend.backward(native, cache, backend.asarray(dlogits)))
-    eps = 1e-6
-    for key, value in params.items():
-        numeric = np.zeros_like(value)
-        for index in np.ndindex(value.shape):
-            bumped = {k: v.copy() for k, v in params.items()}
-            bumped[key][index] += eps
-            up = _loss(backend, bumped, x, dlogits, lengths)
-            bumped[key][index] -= 2 * eps
-            numeric[index] = (up - _loss(backend, bumped, x, dlogits, lengths)) / (2 * eps)
-        assert np.abs(grads[key] - numeric).max() <= 1e-7 * max(np.abs(numeric).max(), 1.0), key
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("block_bytes", [None, 1024], ids=["one_block", "many_blocks"])
 @pytest.mark.parametrize("batch_size", [1, 8, 12])

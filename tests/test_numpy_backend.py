@@ -1,4 +1,4 @@
-"""The NumPy backend on its own: central differences (no torch involved) and the
+"""The hand-written backends on their own: central differences (no torch involved) and the
 xp-generic reference math under array-api-strict, the stand-in for CuPy on a CPU."""
 import numpy as np
 import pytest
@@ -6,19 +6,28 @@ import pytest
 import impls
 from impls import reference
 from bench.oracle import check_case
+from conftest import backend_or_skip
 
 
 def loss_of(backend, params, x, dlogits, lengths=None):
-    logits, _ = backend.forward(params, x, lengths)
-    return float(np.sum(logits * dlogits))
+    native_lengths = None if lengths is None else backend.asarray(lengths)
+    logits, _ = backend.forward(backend.from_numpy(params), backend.asarray(x), native_lengths)
+    return float(np.sum(backend.to_numpy(logits) * dlogits))
+
+
+# The hand-derived backward passes (autograd ones are checked against the oracle only).
+HAND_DERIVED = ["numpy", "numba"]
 
 
 @pytest.mark.parametrize("lengths", [None, np.array([2, 6, 4])], ids=["full", "lengths"])
-def test_bptt_gradients_match_central_differences(lengths):
-    backend = impls.get("numpy")
+@pytest.mark.parametrize("name", HAND_DERIVED)
+def test_bptt_gradients_match_central_differences(name, lengths):
+    backend = backend_or_skip(name)
     params, x, dlogits = check_case(3, 6, 3, 5, 4, seed=21, dtype=np.float64)
-    _, cache = backend.forward(params, x, lengths)
-    grads = backend.backward(params, cache, dlogits)
+    native = backend.from_numpy(params)
+    native_lengths = None if lengths is None else backend.asarray(lengths)
+    _, cache = backend.forward(native, backend.asarray(x), native_lengths)
+    grads = backend.to_numpy(backend.backward(native, cache, backend.asarray(dlogits)))
     eps = 1e-6
     for key, value in params.items():
         numeric = np.zeros_like(value)
