@@ -95,6 +95,11 @@ class Backend:
         (GPU memory is invisible to the process's resident set). None: use host RSS."""
         return None
 
+    def counters(self) -> dict:
+        """Running counts of one-off events (compiles, graph breaks), cheap and free of side
+        effects: the harness reports each row's increase. Default: none."""
+        return {}
+
     def diagnostics(self, params: dict, x) -> dict:
         """Facts about how this backend ran (x, params) that belong in a results row:
         e.g. graph_breaks/recompiles of a compiler, quantisation coverage of a model.

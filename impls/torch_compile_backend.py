@@ -8,9 +8,19 @@ silent fall back to eager. Every seq_len is a new graph (dynamo unrolls the loop
 guards on its length), so a sweep over many lengths needs more than dynamo's default of
 8 recompiles: the limit is raised to RECOMPILE_LIMIT for this process.
 
-Compiles are counted by wrapping inductor in a counting backend; `diagnostics` reports
-graph breaks (0 by construction) and the graphs compiled so far. Backward is autograd
-through the compiled graph (AOTAutograd compiles the backward too).
+Shapes: torch.compile's default (automatic dynamic shapes). The first graph is
+specialised to its batch and hidden size; when a second size arrives, dynamo recompiles
+once with those dimensions symbolic and that graph serves every later size. So which rows
+run specialised code depends on the sweep's order, and the rows say so: `recompiles` is
+the number of graphs compiled during that row (0: it reused a graph). dynamic=False would
+compile one graph per (batch, hidden, seq_len), which at seconds each does not fit a sweep.
+
+Inductor bakes the thread count into its CPU kernels and dynamo does not guard on it, so
+the compiled code is dropped (torch._dynamo.reset) when the thread count changes.
+
+Compiles are counted by wrapping inductor in a counting backend (`counters`); graph
+breaks are 0 by construction. Backward is autograd through the compiled graph
+(AOTAutograd compiles the backward too).
 """
 from __future__ import annotations
 
@@ -39,6 +49,7 @@ class TorchCompileBackend(TorchBackend):
         # needs retain_graph; AOTAutograd's donated buffers forbid that, so they are off.
         torch._functorch.config.donated_buffer = False
         self.compiles = 0
+        self._threads = torch.get_num_threads()
         self._compiled = torch.compile(cell_loop_logits, backend=self._counting_inductor,
                                        fullgraph=True)
 
@@ -49,9 +60,12 @@ class TorchCompileBackend(TorchBackend):
         return compile_fx(graph_module, example_inputs)
 
     def _logits(self, p, x, lengths):
+        if torch.get_num_threads() != self._threads:  # kernels built for another count
+            torch._dynamo.reset()
+            self._threads = torch.get_num_threads()
         return self._compiled(x, p["W_xh"], p["W_hh"], p["b_h"], p["W_hy"], p["b_y"], lengths)
 
-    def diagnostics(self, params, x) -> dict:
+    def counters(self) -> dict:
         from torch._dynamo.utils import counters
 
         return {"graph_breaks": sum(counters["graph_break"].values()), "recompiles": self.compiles}

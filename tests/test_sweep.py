@@ -32,11 +32,12 @@ def test_rows_are_tidy_and_complete(tmp_path):
     out = run_sweep(tiny_grid(phases=["forward", "backward", "train_step", "transfer"]),
                     tmp_path / "run", progress=False, timing=FAST)
     every = load_run(out)
-    assert len(every) == 8 and set(every["status"]) == {"ok"}
+    assert len(every) == 8
     transfer = every[every["phase"] == "transfer"]
-    assert transfer["gflops"].isna().all() and transfer["median_s"].notna().all()
-    assert (transfer["analytic_mem_bytes"] == 4 * transfer["batch_size"] * 3 * 2).all()  # B*T*I float32
+    assert set(transfer["status"]) == {"skipped"}  # host memory: no copy to time on the CPU
+    assert transfer["reason"].str.contains("host").all()
     frame = every[every["phase"] != "transfer"]
+    assert set(frame["status"]) == {"ok"}
     for column in ("median_s", "iqr_s", "repeats", "seq_per_s", "gflops", "pct_peak",
                    "peak_mem_bytes", "compile_s", "max_err"):
         assert frame[column].notna().all(), column
@@ -162,7 +163,9 @@ def test_train_step_memory_grows_with_seq_len(name):
 def test_flop_formula_by_hand():
     # B=1, T=2, I=1, H=1, C=1: projection 2*2 + bias 2, recurrence 2*2 + add 2 + tanh 2, head 2 + 1
     assert flops.forward_flops(1, 2, 1, 1, 1) == 4 + 2 + 4 + 2 + 2 + 2 + 1
-    assert flops.backward_flops(1, 2, 1, 1, 1) > flops.forward_flops(1, 2, 1, 1, 1)
+    # head: dW_hy 2 + db_y 1 + dh_T 2; loop: tanh' 3*2 + dh W_hh 2*(T-1); after: dW_xh 4, dW_hh 4, db_h 2
+    assert flops.backward_flops(1, 2, 1, 1, 1) == (2 + 1 + 2) + (6 + 2) + (4 + 4 + 2)
+    assert flops.phase_flops("transfer", 4, 5, 6, 7) == 0
 
 
 def test_config_file_and_several_runs_concatenate(tmp_path):
