@@ -3,7 +3,8 @@
 One thread count for every implementation in a comparison: `use_threads(n)` sets it for
 every library that keeps its own pool — BLAS/OpenMP through threadpoolctl, torch (whose
 statically linked MKL threadpoolctl cannot see) through torch.set_num_threads, numba when
-it is loaded. Backends that create sessions (ONNX Runtime) read `current_threads()`.
+it is loaded. Backends that create sessions (ONNX Runtime) read `backend.threads`, which
+the sweep sets per case.
 """
 from __future__ import annotations
 
@@ -13,28 +14,21 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-_threads = {"n": None}
-
-
-def current_threads() -> int | None:
-    return _threads["n"]
-
 
 @contextlib.contextmanager
 def use_threads(n: int):
+    """Pin every loaded library's thread pool to n inside the block (see the module doc)."""
     from threadpoolctl import threadpool_limits
 
     torch = sys.modules.get("torch")
     numba = sys.modules.get("numba")
-    previous = (_threads["n"], torch.get_num_threads() if torch else None,
+    previous = (torch.get_num_threads() if torch else None,
                 numba.get_num_threads() if numba else None)
-    _threads["n"] = n
     try:
         with threadpool_limits(limits=n):
             if torch:
@@ -43,11 +37,10 @@ def use_threads(n: int):
                 numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
             yield
     finally:
-        _threads["n"] = previous[0]
-        if torch and previous[1]:
-            torch.set_num_threads(previous[1])
-        if numba and previous[2]:
-            numba.set_num_threads(previous[2])
+        if torch and previous[0]:
+            torch.set_num_threads(previous[0])
+        if numba and previous[1]:
+            numba.set_num_threads(previous[1])
 
 
 def gemm_peak_gflops(dtype: str, threads: int, size: int = 1024, seconds: float = 0.5,
@@ -72,9 +65,15 @@ def gemm_peak_gflops(dtype: str, threads: int, size: int = 1024, seconds: float 
         except ImportError:
             pass
         else:
-            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-            m = measure(lambda: ta @ tb, min_time_s=seconds)
-            result["torch"] = flops / m.median / 1e9
+            # set here: use_threads can only pin torch if it was imported before entering
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+                m = measure(lambda: ta @ tb, min_time_s=seconds)
+                result["torch"] = flops / m.median / 1e9
+            finally:
+                torch.set_num_threads(previous)
         matmul = _onnxruntime_matmul(dtype, threads)
         if matmul is not None:
             m = measure(lambda: matmul(a, b), min_time_s=seconds)
@@ -116,10 +115,13 @@ def gpu_gemm_peak_gflops(dtype: str, device: str, size: int = 8192, seconds: flo
         if torch.cuda.is_available():
             previous = torch.backends.cuda.matmul.allow_tf32
             torch.backends.cuda.matmul.allow_tf32 = False
-            a = torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
-            sync = lambda: torch.cuda.synchronize(device)  # noqa: E731
-            result["torch"] = flops / measure(lambda: a @ a, sync=sync, min_time_s=seconds).median / 1e9
-            torch.backends.cuda.matmul.allow_tf32 = previous
+            try:
+                a = torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
+                sync = lambda: torch.cuda.synchronize(device)  # noqa: E731
+                median = measure(lambda: a @ a, sync=sync, min_time_s=seconds).median
+                result["torch"] = flops / median / 1e9
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = previous
     with contextlib.suppress(ImportError):
         import cupy
         if cupy.cuda.is_available():
@@ -208,7 +210,3 @@ def machine_meta() -> dict:
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def wall() -> float:
-    return time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 # Row selection (ok rows, the representative size, speed-ups) lives in bench.plots, which
 # imports matplotlib only inside its functions: both modules show the same rows.
-from bench.plots import (BASELINE, SIZE_DIMS, TIMING_PHASES, impl_order, matching, ok_timing,
+from bench.plots import (SIZE_DIMS, baseline_for, TIMING_PHASES, impl_order, matching, ok_timing,
                          representative, size_label, speedups)
 from bench.targets import evaluate_targets
 
@@ -42,7 +42,7 @@ NONE = "—"
 
 # ---------------------------------------------------------------- derived numbers
 
-def geomean_speedups(frame, baseline: str = BASELINE):
+def geomean_speedups(frame, baseline: str | None = None):
     """impl x phase: geometric mean of the speed-ups over every shared ok case, and n."""
     ratios = speedups(frame, baseline)
     grouped = ratios.groupby(["impl", "phase"])["speedup"]
@@ -145,21 +145,22 @@ def _claim(dimension: str, impl: str) -> str:
 
 def _efficiency(frame, names, rep, meta):
     phases = [p for p in TIMING_PHASES if p in set(ok_timing(frame)["phase"])]
-    if BASELINE not in set(ok_timing(frame)["impl"]):
-        yield "speed-up vs torch eager", {n: f"{BASELINE} has no ok row in this run" for n in names}
+    base = baseline_for(frame)
+    if base not in set(ok_timing(frame)["impl"]):
+        yield f"speed-up vs {base}", {n: f"{base} has no ok row in this run" for n in names}
     elif phases:
-        means = geomean_speedups(frame)
-        at_rep = speedups(matching(frame, rep))
+        means = geomean_speedups(frame, base)
+        at_rep = speedups(matching(frame, rep), base)
         for phase in phases:
             hit = means[means["phase"] == phase].set_index("impl")
-            yield f"speed-up vs torch eager, {phase}: geo-mean over shared ok cases", {
-                n: "1 (baseline)" if n == BASELINE else
+            yield f"speed-up vs {base}, {phase}: geo-mean over shared ok cases", {
+                n: "1 (baseline)" if n == base else
                 f"{hit.at[n, 'geomean']:.2f}× (n={hit.at[n, 'n']})" if n in hit.index else NONE
                 for n in names}
         for phase in phases:
             hit = at_rep[at_rep["phase"] == phase].set_index("impl")["speedup"]
-            yield f"speed-up vs torch eager, {phase}, at {size_label(rep)}", {
-                n: "1 (baseline)" if n == BASELINE else fmt(hit.get(n), ".2f", "×") for n in names}
+            yield f"speed-up vs {base}, {phase}, at {size_label(rep)}", {
+                n: "1 (baseline)" if n == base else fmt(hit.get(n), ".2f", "×") for n in names}
     rows = ok_timing(frame)
     cells = {}
     for n in names:
@@ -374,7 +375,7 @@ HOW_TO_READ = """\
 """
 
 FIGURES = (  # file-name prefix -> heading
-    ("throughput_", "Throughput"), ("speedup_", "Speed-up over torch eager"),
+    ("throughput_", "Throughput"), ("speedup_", "Speed-up over the torch baseline"),
     ("pct_peak", "Percent of peak"), ("memory", "Memory"), ("compile_", "First call (compile) time"),
     ("accuracy", "Accuracy vs throughput"))
 

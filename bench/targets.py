@@ -71,8 +71,7 @@ def _large(rows):
 def _cupy_vs_cudnn(frame) -> float | None:
     size = {"batch_size": 64, "seq_len": 50, "hidden_size": 1760, "dtype": "float32"}
     cupy = _ok(frame, impl="cupy", phase="forward", **size)
-    cudnn = _ok(frame, impl="torch", phase="forward", **size)
-    cudnn = cudnn[cudnn["device"].astype(str).str.startswith("cuda")]
+    cudnn = _ok(frame, impl="torch_cuda", phase="forward", **size)
     if len(cupy) != 1 or len(cudnn) != 1:
         return None
     return float(cudnn["median_s"].iloc[0] / cupy["median_s"].iloc[0])

@@ -141,4 +141,14 @@ def create(device: str | None = None) -> TorchBackend:
 
 def create_cuda(device: str | None = None) -> TorchBackend:
     """The same backend on a CUDA GPU (cuDNN's RNN kernel): registered as torch_cuda."""
-    return create(device or "cuda")
+    backend = create(device or "cuda")
+    full_float32_on_cuda()
+    return backend
+
+
+def full_float32_on_cuda() -> None:
+    """float32 means float32: PyTorch lets cuDNN's RNN and cuBLAS use TF32 (10-bit
+    mantissa) by default on Ampere and later, which would compare a faster, less exact
+    computation with everyone else's float32 (and break the oracle tolerance)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False

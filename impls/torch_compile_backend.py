@@ -84,4 +84,8 @@ def create(device: str | None = None) -> TorchCompileBackend:
 
 def create_cuda(device: str | None = None) -> TorchCompileBackend:
     """The same compiled loop on a CUDA GPU (inductor emits Triton kernels)."""
-    return create(device or "cuda")
+    from .torch_backend import full_float32_on_cuda
+
+    backend = create(device or "cuda")
+    full_float32_on_cuda()
+    return backend

@@ -29,3 +29,15 @@ def test_accuracy_drop_is_at_most_target():
     result = verdicts(rows)
     drop = next(v for k, v in result.items() if "accuracy drop" in k)
     assert drop == ("0.30 points", "met")
+
+
+def test_gpu_run_compares_cupy_with_cudnn_and_uses_it_as_baseline():
+    from bench.plots import baseline_for
+
+    size = dict(batch_size=64, seq_len=50, input_size=1760, hidden_size=1760)
+    rows = [row("torch_cuda", "forward", 1.0, device="cuda:0", **size),
+            row("cupy", "forward", 1.1, device="cuda:0", **size)]
+    cupy = next(v for k, v in verdicts(rows).items() if k.startswith("cupy"))
+    assert cupy == ("0.91×", "met")
+    assert baseline_for(pd.DataFrame(rows)) == "torch_cuda"
+    assert baseline_for(pd.DataFrame(rows + [row("torch", "forward", 2.0)])) == "torch"
