@@ -44,6 +44,10 @@ def forward(xp, params, x, lengths=None, *, keep_states=True, kernels=Kernels):
     hidden_size = W_hh.shape[0]
     # One GEMM for the input projection of every time step, outside the recurrence.
     xs = xp.reshape(xp.permute_dims(x, (1, 0, 2)), (seq_len * batch_size, input_size))  # (T*B, I)
+    if keep_states and (batch_size == 1 or seq_len == 1):
+        # then the reshape is a view of x, and the cache must not change if the caller
+        # reuses x's buffer before backward (with B, T > 1 the reshape already copies)
+        xs = xp.asarray(xs, copy=True)
     pre_x = xs @ W_xh.T  # (T*B, H)
     pre_x += b_h  # in place: no second (T*B, H) array
     pre_x = xp.reshape(pre_x, (seq_len, batch_size, hidden_size))  # (T, B, H)

@@ -19,7 +19,8 @@ class Entry:
     name: str
     module: str  # impls.<module> defines create(device=None) -> Backend
     description: str
-    requires: str  # the pip requirement a missing import points to
+    requires: str  # what a missing import means is missing
+    extra: str  # the pyproject extra that installs it
     # dtype name -> allowed relative error vs the float64 oracle (logits and gradients)
     tolerance: dict[str, float] = field(default_factory=dict)
     # files under impls/ whose code is this implementation's (the report counts their
@@ -34,36 +35,36 @@ class Entry:
 # recurrent steps; measured max over the conformance shapes is ~1e-6, bounds leave 10x+.
 REGISTRY: dict[str, Entry] = {e.name: e for e in (
     Entry("numpy", "numpy_backend", "NumPy, vectorised over the batch, hand-written BPTT",
-          "numpy", {"float64": 1e-10, "float32": 2e-5},
+          "numpy", "cpu", {"float64": 1e-10, "float32": 2e-5},
           ("numpy_backend.py", "reference.py")),
     Entry("torch", "torch_backend", "PyTorch eager: nn.RNN kernel + linear head, autograd",
-          "torch", {"float64": 1e-10, "float32": 2e-5},
+          "torch", "torch", {"float64": 1e-10, "float32": 2e-5},
           ("torch_backend.py",)),
     Entry("numba", "numba_backend", "Numba @njit forward and BPTT, vectorisable tanh",
-          "numba", {"float64": 1e-10, "float32": 2e-5},
+          "numba", "numba", {"float64": 1e-10, "float32": 2e-5},
           ("numba_backend.py",)),
     Entry("torchscript", "torchscript_backend",
           "TorchScript-scripted cell loop, autograd (deprecated upstream)",
-          "torch", {"float64": 1e-10, "float32": 2e-5},
+          "torch", "torch", {"float64": 1e-10, "float32": 2e-5},
           ("torchscript_backend.py", "torch_loop.py")),
     Entry("torch_compile", "torch_compile_backend", "torch.compile'd cell loop (inductor), autograd",
-          "torch", {"float64": 1e-10, "float32": 5e-5},
+          "torch", "torch", {"float64": 1e-10, "float32": 5e-5},
           ("torch_compile_backend.py", "torch_loop.py"), compile_heavy=True),
     Entry("onnx_fp32", "onnx_backend", "ONNX Runtime, CPUExecutionProvider, exported cell graph, forward-only",
-          "onnxruntime onnx", {"float64": 1e-10, "float32": 2e-5},
+          "onnxruntime onnx", "onnx", {"float64": 1e-10, "float32": 2e-5},
           ("onnx_backend.py",), factory="create_fp32"),
     Entry("onnx_int8", "onnx_backend", "ONNX Runtime, dynamic int8 quantised matmuls, forward-only",
-          "onnxruntime onnx", {"float64": 5e-2, "float32": 5e-2},
+          "onnxruntime onnx", "onnx", {"float64": 5e-2, "float32": 5e-2},
           ("onnx_backend.py",), factory="create_int8"),
     Entry("torch_cuda", "torch_backend", "PyTorch eager on a CUDA GPU: cuDNN's RNN kernel, autograd",
-          "torch", {"float64": 1e-10, "float32": 2e-5},
+          "torch", "gpu", {"float64": 1e-10, "float32": 2e-5},
           ("torch_backend.py",), factory="create_cuda"),
     Entry("torch_compile_cuda", "torch_compile_backend",
           "torch.compile'd cell loop on a CUDA GPU (Triton kernels), autograd",
-          "torch", {"float64": 1e-10, "float32": 5e-5},
+          "torch", "gpu", {"float64": 1e-10, "float32": 5e-5},
           ("torch_compile_backend.py", "torch_loop.py"), factory="create_cuda", compile_heavy=True),
     Entry("cupy", "cupy_backend", "CuPy on a CUDA GPU: the NumPy reference math, fused kernels",
-          "cupy-cuda12x", {"float64": 1e-10, "float32": 2e-5},
+          "cupy-cuda12x", "gpu", {"float64": 1e-10, "float32": 2e-5},
           ("cupy_backend.py", "reference.py")),
 )}
 
@@ -94,8 +95,11 @@ def get(name: str, device: str | None = None) -> Backend:
     try:
         module = importlib.import_module(f"{__package__}.{spec.module}")
     except ImportError as exc:
-        raise Unavailable(f"{name} needs {spec.requires!r} ({exc}); "
-                          f"install it with: pip install {spec.requires}") from exc
+        raise Unavailable(f"{name} needs {spec.requires} ({exc}); install it with the "
+                          f"project's extra: pip install -e \".[{spec.extra}]\"") from exc
+    except Exception as exc:  # installed but broken: a library that cannot load, ...
+        raise Unavailable(f"{name}: importing its dependencies failed: "
+                          f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
     return getattr(module, spec.factory)(device)
 
 

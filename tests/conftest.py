@@ -1,6 +1,10 @@
+import contextlib
+import sys
+
 import pytest
 
 import impls
+from impls.registry import REGISTRY, Entry
 
 SLOW_OPTION = "--run-slow"
 
@@ -49,3 +53,17 @@ def rng():
 def any_backend(request):
     """Every registered implementation (compile-heavy ones marked slow), or a skip."""
     return backend_or_skip(request.param)
+
+
+@contextlib.contextmanager
+def temporary_entry(name: str, module, *, requires: str = "nothing"):
+    """Register `module` (an object with create(device=None)) as impls.<name> for a test;
+    None makes an entry whose import fails, i.e. an unavailable implementation."""
+    module_name = f"_temporary_{name}"
+    REGISTRY[name] = Entry(name, module_name, f"temporary {name}", requires, "cpu", {"float32": 1e-5})
+    sys.modules[f"impls.{module_name}"] = module  # None makes the import raise ImportError
+    try:
+        yield
+    finally:
+        REGISTRY.pop(name, None)
+        sys.modules.pop(f"impls.{module_name}", None)

@@ -40,7 +40,7 @@ def test_check_fails_with_exit_1_when_a_backend_is_wrong(capsys, monkeypatch):
 
     strict = {**registry.REGISTRY["numpy"].tolerance, "float32": 1e-30}
     monkeypatch.setitem(registry.REGISTRY, "numpy",
-                        registry.Entry("numpy", "numpy_backend", "", "numpy", strict))
+                        registry.Entry("numpy", "numpy_backend", "", "numpy", "cpu", strict))
     assert impls.tolerance("numpy", "float32") == 1e-30
     assert main(["check", "--impl", "numpy"]) == 1
     assert "FAILED" in capsys.readouterr().out

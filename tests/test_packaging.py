@@ -31,5 +31,5 @@ def test_core_imports_without_torch():
             "import impls, bench.cli, bench.data, bench.train, bench.losses, bench.optim\n"
             "status = impls.available()\n"
             "assert status['numpy'] and not status['torch'], status\n"
-            "assert 'pip install torch' in status['torch'].reason, status['torch'].reason\n")
+            "assert '.[torch]' in status['torch'].reason, status['torch'].reason\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

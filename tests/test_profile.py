@@ -92,7 +92,7 @@ def test_unknown_kind_of_backend_gets_the_generic_cprofile_path(tmp_path, monkey
     module.create = lambda device=None: _OpaqueBackend()
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setitem(impls.REGISTRY, "opaque",
-                        impls.Entry("opaque", "_opaque_for_test", "test double", "numpy"))
+                        impls.Entry("opaque", "_opaque_for_test", "test double", "numpy", "cpu"))
     result = profile("opaque", **SMALL, out_dir=tmp_path)
     assert result.breakdown == {}
     assert sorted(p.name for p in result.files) == ["opaque_forward.pstats", "opaque_train_step.pstats"]

@@ -13,10 +13,10 @@ import pytest
 
 import impls
 from bench import flops, memory, timing
-from bench.registry_testing import temporary_entry
 from bench.results import RESULTS_CSV, done_keys, load_run, load_runs, read_rows
 from bench.spec import Case, build_grid, load_config
 from bench.sweep import run_sweep, skip_reason
+from conftest import temporary_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"min_samples": 3, "min_time_s": 0.01, "warmup_s": 0.0}
