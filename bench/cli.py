@@ -282,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        hint = " (finished rows are saved: continue with --resume)" if args.command == "sweep" else ""
+        print(f"rnnbench: interrupted{hint}", file=sys.stderr)
+        return 130
     except (ValueError, impls.Unavailable, OSError, FloatingPointError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"rnnbench: error: {message}", file=sys.stderr)

@@ -30,6 +30,35 @@ def _complete_lines(path: Path) -> str:
     return text
 
 
+def _replace_text(path: Path, text: str) -> None:
+    """Write a file so a reader (or a kill) sees the old or the new content, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _check_header(path: Path, text: str) -> None:
+    if text and text.splitlines()[0] != ",".join(COLUMNS):
+        raise ValueError(f"{path} has other columns than this version of rnnbench writes; "
+                         "resume it with the version that started it, or use a new folder")
+
+
+def drop_rows_to_retry(run_dir, retry=("error", "unavailable")) -> int:
+    """Before a resume: remove rows whose status says they may succeed now (an error, a
+    backend installed since), so they run again instead of counting as done."""
+    path = Path(run_dir) / RESULTS_CSV
+    text = _complete_lines(path)
+    if not text:
+        return 0
+    _check_header(path, text)
+    lines = text.splitlines(keepends=True)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    keep = [line for line, row in zip(lines[1:], rows) if row["status"] not in retry]
+    if len(keep) < len(rows):
+        _replace_text(path, lines[0] + "".join(keep))
+    return len(rows) - len(keep)
+
+
 class RowWriter:
     """Appends rows to results.csv (header first when new) and raw times beside it."""
 
@@ -37,8 +66,9 @@ class RowWriter:
         self.csv_path = Path(run_dir) / RESULTS_CSV
         self.raw_path = Path(run_dir) / RAW_TIMES
         kept = _complete_lines(self.csv_path)
+        _check_header(self.csv_path, kept)
         if kept != (self.csv_path.read_text() if self.csv_path.exists() else ""):
-            self.csv_path.write_text(kept)  # repair a torn last line before appending
+            _replace_text(self.csv_path, kept)  # repair a torn last line before appending
         self._csv = open(self.csv_path, "a", newline="")
         self._raw = open(self.raw_path, "a")
         if not kept:

@@ -6,6 +6,7 @@ implementation or a failing case is a row (`unavailable` / `error`) and the swee
 """
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from dataclasses import asdict, replace
@@ -15,7 +16,8 @@ import numpy as np
 
 import impls
 from bench import flops, machine, memory
-from bench.results import META_JSON, RAW_TIMES, RESULTS_CSV, RowWriter, done_keys, write_meta
+from bench.results import (META_JSON, RAW_TIMES, RESULTS_CSV, RowWriter, done_keys,
+                           drop_rows_to_retry, read_meta, write_meta)
 from bench.runner import empty_row, oracle_error, run_case
 from bench.spec import Case, Grid
 
@@ -25,6 +27,8 @@ from bench.spec import Case, Grid
 ASSUMED_EFFICIENCY = 0.2
 CALLS_PER_CASE = 11
 MEMORY_HEADROOM = 0.5  # a case may use at most this fraction of available memory
+IN_PROGRESS = "in_progress.json"  # the case running now: what a crash or kill interrupted
+MAX_ATTEMPTS = 2  # a case that took the process down this often is recorded as an error
 ACCURACY_TARGET = 0.90  # time-to-accuracy: first epoch whose validation accuracy reaches it
 
 
@@ -58,7 +62,7 @@ def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
     if (out / RESULTS_CSV).exists() and not (resume or force):
         raise ValueError(f"{out} already holds a run; pass --resume to finish it or --force to overwrite it")
     if force and out.exists():
-        for name in (RESULTS_CSV, RAW_TIMES, META_JSON, "report.md"):
+        for name in (RESULTS_CSV, RAW_TIMES, META_JSON, IN_PROGRESS, "report.md"):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "plots", ignore_errors=True)
         shutil.rmtree(out / "exports", ignore_errors=True)
@@ -117,9 +121,10 @@ class _Sweep:
         return row
 
 
-def accuracy_rows(state: _Sweep, grid: Grid, registered: list[str], epochs: int) -> list[dict]:
+def accuracy_rows(state: _Sweep, grid: Grid, names: list[str], epochs: int) -> list[dict]:
     """Test accuracy and time-to-accuracy on digits with a fixed epoch budget, per
-    implementation; forward-only ones evaluate weights trained by `numpy`."""
+    implementation in `names`; forward-only ones evaluate weights trained by the first
+    trainable one before them (numpy, in registry order)."""
     from bench.data import load_digits_rows
     from bench.train import TrainConfig, evaluate, train
 
@@ -129,7 +134,7 @@ def accuracy_rows(state: _Sweep, grid: Grid, registered: list[str], epochs: int)
     case = Case("", "accuracy", config.batch_size, dataset.seq_len, dataset.input_size,
                 config.hidden_size, config.dtype, threads, dataset.num_classes)
     rows, reference_params = [], None
-    for name in grid.impls or registered:
+    for name in names:
         this = replace(case, impl=name)
         backend = state.backend(name)
         if isinstance(backend, Exception):
@@ -161,36 +166,76 @@ def accuracy_rows(state: _Sweep, grid: Grid, registered: list[str], epochs: int)
     return rows
 
 
+class _Attempts:
+    """DIR/in_progress.json names the case being run. If the process dies in it (a kill, a
+    segfault, the out-of-memory killer), the next --resume finds it there: it runs the
+    case again once, and records an `error` row instead of dying on it a second time."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / IN_PROGRESS
+        previous = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.previous = (tuple(previous["key"]), previous["attempts"]) if previous else None
+
+    def start(self, case: Case) -> int:
+        attempts = 1 + (self.previous[1] if self.previous and self.previous[0] == case.key() else 0)
+        self.path.write_text(json.dumps({"key": list(case.key()), "attempts": attempts}))
+        return attempts
+
+    def done(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _start_meta(out: Path, grid: Grid, command, max_case_s: float, resume: bool) -> dict:
+    meta = {"command": command, "started": machine.now(), "finished": None,
+            "grid": asdict(grid), "max_case_s": max_case_s,
+            "machine": machine.machine_meta(), "memory_method": "VmHWM after clear_refs"
+            if memory.supported() else "unsupported"}
+    earlier = read_meta(out) if resume else {}
+    if earlier:  # a resume keeps how the run began, and lists every continuation
+        meta = {**earlier, "finished": None,
+                "resumes": earlier.get("resumes", []) + [{"command": command, "started": meta["started"]}]}
+    return meta
+
+
 def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, progress: bool = True,
               command: list[str] | None = None, max_case_s: float = 120.0,
               timing: dict | None = None, accuracy_epochs: int = 15) -> Path:
-    """Run every case of `grid` not yet in `out`/results.csv; return the folder."""
+    """Run every case of `grid` not yet in `out`/results.csv; return the folder.
+    On a resume, rows that ended in `error` or `unavailable` are run again."""
     from tqdm import tqdm
 
     out = Path(out)
     prepare_run_dir(out, resume=resume, force=force)
+    if resume:
+        drop_rows_to_retry(out)
     registered = impls.names()
     done = done_keys(out) if resume else set()
     cases = [c for c in grid.cases(registered) if c.key() not in done]
-    meta = {"command": command or sys.argv, "started": machine.now(), "finished": None,
-            "grid": asdict(grid), "max_case_s": max_case_s, "resumed": resume,
-            "machine": machine.machine_meta(), "memory_method": "VmHWM after clear_refs"
-            if memory.supported() else "unsupported"}
+    meta = _start_meta(out, grid, command or sys.argv, max_case_s, resume)
     write_meta(out, meta)
-    state, writer = _Sweep(meta, out), RowWriter(out)
+    state, writer, attempts = _Sweep(meta, out), RowWriter(out), _Attempts(out)
     try:
         bar = tqdm(cases, unit="case", file=sys.stderr, disable=not progress)
         for case in bar:
             bar.set_description(f"{case.impl} {case.phase} B{case.batch_size} T{case.seq_len} H{case.hidden_size}")
-            writer.write(state.row(case, max_case_s, timing))
+            if attempts.start(case) > MAX_ATTEMPTS:
+                row = empty_row(case, "error", f"the process died in this case {MAX_ATTEMPTS} times "
+                                "(killed, crashed or out of memory); not run again")
+            else:
+                row = state.row(case, max_case_s, timing)
+            writer.write(row)
+            attempts.done()
         if grid.accuracy:
-            for row in accuracy_rows(state, grid, registered, accuracy_epochs):
-                key = tuple(row[k] for k in ("impl", "phase", "batch_size", "seq_len", "input_size",
-                                             "hidden_size", "dtype", "threads"))
-                if key not in done:
-                    writer.write(row)
+            wanted = [n for n in (grid.impls or registered)
+                      if (n, "accuracy") not in {k[:2] for k in done}]
+            for row in accuracy_rows(state, grid, wanted, accuracy_epochs):
+                writer.write(row)
+        meta["finished"] = machine.now()
+    except KeyboardInterrupt:
+        meta["interrupted"] = machine.now()  # `finished` stays empty: the run is partial
+        attempts.done()  # a user's Ctrl-C is not a crash of that case
+        raise
     finally:
         writer.close()
-        meta["finished"] = machine.now()
         write_meta(out, meta)
     return out

@@ -1,5 +1,6 @@
 """The sweep: rows survive a SIGKILL, --resume completes without duplicates, failures
 and unavailable implementations become rows, and cases too big are skipped up front."""
+import json
 import os
 import signal
 import subprocess
@@ -180,3 +181,35 @@ def test_config_file_and_several_runs_concatenate(tmp_path):
     (tmp_path / "bad.toml").write_text("batchsize = [1]\n")
     with pytest.raises(ValueError, match="unknown keys"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_a_case_that_kills_the_process_twice_becomes_an_error_row(tmp_path):
+    """in_progress.json names the case running; a resume retries it once, then records it."""
+    out = run_sweep(tiny_grid(batch_size=[1]), tmp_path / "run", progress=False, timing=FAST)
+    (out / RESULTS_CSV).write_text((out / RESULTS_CSV).read_text().splitlines(keepends=True)[0])
+    key = ["numpy", "forward", 1, 3, 2, 4, "float32", 1]
+    (out / "in_progress.json").write_text(json.dumps({"key": key, "attempts": 2}))
+    run_sweep(tiny_grid(batch_size=[1]), out, resume=True, progress=False, timing=FAST)
+    row, = read_rows(out)
+    assert row["status"] == "error" and "died in this case 2 times" in row["reason"]
+    assert not (out / "in_progress.json").exists()
+
+
+def test_resume_retries_errors_and_keeps_the_original_meta(tmp_path):
+    out = run_sweep(tiny_grid(batch_size=[1]), tmp_path / "run", progress=False, timing=FAST)
+    text = (out / RESULTS_CSV).read_text().replace(",ok,", ",error,")
+    (out / RESULTS_CSV).write_text(text)
+    started = json.loads((out / "meta.json").read_text())["started"]
+    run_sweep(tiny_grid(batch_size=[1]), out, resume=True, progress=False, timing=FAST)
+    rows = read_rows(out)
+    assert [r["status"] for r in rows] == ["ok"]  # the error row was run again, not duplicated
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["started"] == started and len(meta["resumes"]) == 1 and meta["finished"]
+
+
+def test_resume_refuses_a_csv_with_other_columns(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / RESULTS_CSV).write_text("impl,phase,median_s\nnumpy,forward,1\n")
+    with pytest.raises(ValueError, match="other columns"):
+        run_sweep(tiny_grid(batch_size=[1]), out, resume=True, progress=False, timing=FAST)
