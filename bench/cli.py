@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 from pathlib import Path
 
@@ -40,14 +41,14 @@ def cmd_list(args) -> int:
     from bench.tables import format_table
 
     rows = []
-    for name, status in impls.available().items():
-        spec = impls.entry(name)
-        if status:
-            backend = impls.get(name)
-            rows.append([name, "yes", backend.device, ",".join(d.name for d in backend.dtypes),
-                         "yes" if backend.supports_backward else "no", spec.description])
-        else:
-            rows.append([name, "no", "-", "-", "-", f"unavailable: {status.reason}"])
+    for name in impls.names():
+        try:
+            backend = impls.get(name)  # once: building some backends has side effects
+        except (impls.Unavailable, ValueError) as exc:
+            rows.append([name, "no", "-", "-", "-", f"unavailable: {exc}"])
+            continue
+        rows.append([name, "yes", backend.device, ",".join(d.name for d in backend.dtypes),
+                     "yes" if backend.supports_backward else "no", impls.entry(name).description])
     print(format_table(["impl", "available", "device", "dtypes", "backward", "notes"], rows))
     return 0
 
@@ -119,9 +120,31 @@ def cmd_train(args) -> int:
         print(f"early stop: best validation loss at epoch {result.best_epoch}; restored those weights")
     if args.save:
         np.savez(args.save, **result.params)
-        print(f"saved canonical parameters to {args.save}")
+        # beside the weights, what `evaluate` needs to score on the same test split
+        sidecar = {"dataset": args.dataset, "seed": args.seed, "impl": args.impl,
+                   "dtype": args.dtype, "test_accuracy": result.test_accuracy}
+        _sidecar(args.save).write_text(json.dumps(sidecar, indent=2) + "\n")
+        print(f"saved canonical parameters to {args.save} (and how they were trained to {_sidecar(args.save)})")
     print(f"test accuracy {result.test_accuracy:.4f}")
     return 0
+
+
+def _sidecar(params_path) -> Path:
+    path = Path(params_path)
+    return path.with_name(path.name + ".json")
+
+
+def _check_same_split(args) -> None:
+    """The split depends on --dataset and --seed: evaluating weights on another seed's
+    test split would score them partly on their own training data."""
+    path = _sidecar(args.params)
+    if not path.exists():
+        return
+    trained = json.loads(path.read_text())
+    if (trained.get("dataset"), trained.get("seed")) != (args.dataset, args.seed):
+        raise ValueError(f"{args.params} was trained on {trained.get('dataset')} with --seed "
+                         f"{trained.get('seed')}; evaluate with the same --dataset and --seed "
+                         "(the train/test split depends on them)")
 
 
 def load_params(path: str) -> dict:
@@ -140,6 +163,7 @@ def cmd_evaluate(args) -> int:
 
     backend = impls.get(args.impl)
     params = load_params(args.params)
+    _check_same_split(args)
     dataset = _load_data(args)
     input_size, _, num_classes = impls.infer_sizes(params)
     if (input_size, num_classes) != (dataset.input_size, dataset.num_classes):

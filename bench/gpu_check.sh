@@ -27,9 +27,17 @@ pip_install() {
     fi
 }
 
-# A CUDA build of torch and CuPy: kept when they already work, installed otherwise.
-"$py" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null \
-    || pip_install torch
+# A CUDA build of torch and CuPy: kept when they already work, installed otherwise. A CPU
+# build of torch (rnnbench's [cpu] extra pins one) must be replaced, not kept.
+torch_state=$("$py" -c "import torch; print('gpu' if torch.cuda.is_available() else ('cpu-build' if torch.version.cuda is None else 'no-gpu'))" 2>/dev/null || echo missing)
+case "$torch_state" in
+    gpu) ;;
+    missing) pip_install torch ;;
+    cpu-build) pip_install --force-reinstall --no-deps torch ;;
+    no-gpu) echo "gpu_check: torch is a CUDA build but sees no GPU (driver? CUDA_VISIBLE_DEVICES?)" >&2; exit 2 ;;
+esac
+"$py" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || {
+    echo "gpu_check: no CUDA build of torch could be installed; install one matching your driver (pytorch.org)" >&2; exit 2; }
 "$py" -c "import cupy; cupy.cuda.runtime.getDeviceCount()" 2>/dev/null \
     || pip_install "cupy-cuda12x[ctk]"
 # rnnbench itself without its pinned CPU torch, and what its tests need.

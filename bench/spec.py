@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 # transfer: host->device copy of the inputs plus device->host copy of the logits, the
@@ -125,6 +125,13 @@ def load_config(path: str | Path) -> dict:
     unknown = set(data) - GRID_KEYS - {"preset"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(GRID_KEYS | {'preset'})}")
+    for key, value in data.items():
+        if key in ("preset", "accuracy", "input_equals_hidden"):
+            continue
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            data[key] = [value]  # `batch_size = 32` means the list [32]
+        elif not isinstance(value, list):
+            raise ValueError(f"{path}: {key} must be a list (or one value), got {value!r}")
     return data
 
 
@@ -149,6 +156,3 @@ def build_grid(preset: str | None = None, **overrides) -> Grid:
             raise ValueError(f"{name_} needs positive integers, got {list(values)}")
     return grid
 
-
-def grid_to_dict(grid: Grid) -> dict:
-    return asdict(grid)

@@ -59,6 +59,9 @@ def test_train_save_then_evaluate(tmp_path):
     evaluated = run_cli("evaluate", "--impl", "numpy", "--params", str(params), "--dataset", "digits")
     assert evaluated.returncode == 0, evaluated.stderr
     assert evaluated.stdout.strip().splitlines()[-1] == last  # same weights, same accuracy
+    other_split = run_cli("evaluate", "--impl", "numpy", "--params", str(params), "--dataset",
+                          "digits", "--seed", "1")
+    assert other_split.returncode == 2 and "same --dataset and --seed" in other_split.stderr
 
 
 @pytest.mark.parametrize("args, message", [

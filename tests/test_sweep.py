@@ -171,8 +171,8 @@ def test_flop_formula_by_hand():
 
 def test_config_file_and_several_runs_concatenate(tmp_path):
     config = tmp_path / "grid.toml"
-    config.write_text('impls = ["numpy"]\nphases = ["forward"]\nbatch_size = [1]\nseq_len = [2]\n'
-                      'hidden_size = [4]\ninput_size = [2]\naccuracy = false\n')
+    config.write_text('impls = "numpy"\nphases = ["forward"]\nbatch_size = 1\nseq_len = [2]\n'
+                      'hidden_size = [4]\ninput_size = [2]\naccuracy = false\n')  # one value = a list of one
     grid = build_grid(**load_config(config))
     first = run_sweep(grid, tmp_path / "a", progress=False, timing=FAST)
     second = run_sweep(grid, tmp_path / "b", progress=False, timing=FAST)
@@ -180,6 +180,9 @@ def test_config_file_and_several_runs_concatenate(tmp_path):
     assert list(both["run"]) == ["a", "b"]
     (tmp_path / "bad.toml").write_text("batchsize = [1]\n")
     with pytest.raises(ValueError, match="unknown keys"):
+        load_config(tmp_path / "bad.toml")
+    (tmp_path / "bad.toml").write_text("batch_size = {a = 1}\n")
+    with pytest.raises(ValueError, match="must be a list"):
         load_config(tmp_path / "bad.toml")
 
 

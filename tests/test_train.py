@@ -44,7 +44,6 @@ def without_seconds(history):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_default_config_reaches_95_percent_on_digits_in_numpy_and_torch(digits, dtype):
     torch = pytest.importorskip("torch")
-    torch.set_num_threads(2)
     config = TrainConfig(dtype=dtype)  # the defaults, only the dtype chosen
     params = init_for(digits, config)  # one initial set for both backends
     results = {}
