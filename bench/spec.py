@@ -55,6 +55,9 @@ class Grid:
     input_equals_hidden: bool = False
     extra: tuple[Case, ...] = field(default=())
     accuracy: bool = True  # train/evaluate each implementation on digits too
+    # the timing budget of a case: samples are taken until both this much time and 7
+    # samples; 0.25 s keeps the IQR of a ~1 ms call near 1-3 % on a quiet 2-core VM
+    min_time_s: float = 0.25
 
     def cases(self, registered: list[str]) -> list[Case]:
         impls = self.impls or tuple(registered)
@@ -105,8 +108,9 @@ def _gpu() -> Grid:
 
 PRESETS: dict[str, callable] = {
     # The main job: every available implementation, a small grid, a few minutes here.
+    # (a shorter timing budget per case keeps it within ~3 minutes with cold JIT caches)
     "quick": lambda: Grid(phases=("forward", "backward", "train_step"), batch_size=(1, 32),
-                          seq_len=(16, 64), hidden_size=(64, 128)),
+                          seq_len=(16, 64), hidden_size=(64, 128), min_time_s=0.15),
     "default": lambda: Grid(phases=PHASES, batch_size=(1, 8, 32, 128), seq_len=(16, 64, 256),
                             hidden_size=(32, 64, 128, 256, 512), dtype=DTYPES,
                             threads=tuple(sorted({1, all_cores()}))),
@@ -116,6 +120,7 @@ PRESETS: dict[str, callable] = {
 }
 
 GRID_KEYS = {f.name for f in fields(Grid)} - {"extra"}
+SCALAR_KEYS = ("preset", "accuracy", "input_equals_hidden", "min_time_s")
 
 
 def load_config(path: str | Path) -> dict:
@@ -126,7 +131,7 @@ def load_config(path: str | Path) -> dict:
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(GRID_KEYS | {'preset'})}")
     for key, value in data.items():
-        if key in ("preset", "accuracy", "input_equals_hidden"):
+        if key in SCALAR_KEYS:
             continue
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             data[key] = [value]  # `batch_size = 32` means the list [32]

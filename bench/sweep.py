@@ -214,6 +214,7 @@ def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, pro
     meta = _start_meta(out, grid, command or sys.argv, max_case_s, resume)
     write_meta(out, meta)
     state, writer, attempts = _Sweep(meta, out), RowWriter(out), _Attempts(out)
+    timing = timing or {"min_time_s": grid.min_time_s}
     try:
         bar = tqdm(cases, unit="case", file=sys.stderr, disable=not progress)
         for case in bar:
