@@ -40,9 +40,14 @@ def test_rows_are_tidy_and_complete(tmp_path):
     frame = every[every["phase"] != "transfer"]
     assert set(frame["status"]) == {"ok"}
     for column in ("median_s", "iqr_s", "repeats", "seq_per_s", "gflops", "pct_peak",
-                   "peak_mem_bytes", "compile_s", "max_err"):
+                   "peak_mem_bytes", "compile_s"):
         assert frame[column].notna().all(), column
-    assert (frame["max_err"] < impls.tolerance("numpy", "float32")).all()
+    try:
+        import torch  # noqa: F401  (the oracle behind max_err)
+    except ImportError:
+        assert frame["max_err"].isna().all()  # no oracle: the column stays empty, not made up
+    else:
+        assert (frame["max_err"] < impls.tolerance("numpy", "float32")).all()
     assert (frame["timer_overhead_pct"] < 1.0).all()
     np.testing.assert_allclose(frame["seq_per_s"], frame["batch_size"] / frame["median_s"])
 
