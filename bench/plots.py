@@ -424,10 +424,3 @@ def make_plots(frame, out_dir) -> list[Path]:
         except Exception as exc:  # one odd plot must not cost the whole report
             warnings.warn(f"{plot.__name__} skipped: {type(exc).__name__}: {exc}", stacklevel=2)
     return paths
-
-
-def write_plots(run_dir) -> list[Path]:
-    """Load DIR's results and write DIR/plots/*.png; return the paths written."""
-    from bench.results import load_run
-
-    return make_plots(load_run(run_dir), Path(run_dir) / "plots")

@@ -129,11 +129,8 @@ def run_case(backend, case: Case, peak_gflops: float, *, max_err: float | None =
         return {**empty_row(case, "error", reason), "device": backend.device,
                 "traceback": traceback.format_exc(limit=3)}
     mem, info, notes = None, {}, []
-    try:  # a steady-state call, like the timed ones: first-call work (sessions, graphs) excluded
-        again = make_phase(backend, case)
-        again()
-        backend.sync()
-        mem = peak_memory(backend, again)
+    try:  # one more call of the timed (warm) callable: first-call work is already paid
+        mem = peak_memory(backend, fn)
     except Exception as exc:  # the timing stands; the memory column stays empty, with why
         notes.append(f"memory not measured: {type(exc).__name__}: {exc}".splitlines()[0])
     try:

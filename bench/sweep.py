@@ -227,8 +227,8 @@ def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, pro
             writer.write(row)
             attempts.done()
         if grid.accuracy:
-            wanted = [n for n in (grid.impls or registered)
-                      if (n, "accuracy") not in {k[:2] for k in done}]
+            finished = {key[0] for key in done if key[1] == "accuracy"}
+            wanted = [n for n in (grid.impls or registered) if n not in finished]
             for row in accuracy_rows(state, grid, wanted, accuracy_epochs):
                 writer.write(row)
         meta["finished"] = machine.now()
