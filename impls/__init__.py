@@ -4,11 +4,12 @@
     params = backend.from_numpy(impls.init_params(8, 64, 10, seed=0, dtype=np.float32))
     logits, cache = backend.forward(params, backend.asarray(x))
     grads = backend.backward(params, cache, dlogits)
+    bound = backend.bind(params, x)   # checked once; bound.predict() etc. do not check again
 """
-from .base import Backend, BackwardUnsupported, Unavailable
+from .base import Backend, BackwardUnsupported, Bound, HostArrayBackend, Unavailable
 from .params import PARAM_NAMES, WEIGHT_NAMES, check_params, infer_sizes, init_params, param_shapes
 from .registry import REGISTRY, Entry, Status, available, entry, get, names, tolerance
 
-__all__ = ["Backend", "BackwardUnsupported", "Entry", "PARAM_NAMES", "REGISTRY", "Status",
+__all__ = ["Backend", "BackwardUnsupported", "Bound", "Entry", "HostArrayBackend", "PARAM_NAMES", "REGISTRY", "Status",
            "Unavailable", "WEIGHT_NAMES", "available", "check_params", "entry", "get",
            "infer_sizes", "init_params", "names", "param_shapes", "tolerance"]

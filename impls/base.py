@@ -8,6 +8,8 @@ public methods validate first, so no backend re-writes (or forgets) a check.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .params import DEFAULT_CELL, check_params, infer_sizes
@@ -27,6 +29,11 @@ class Backend:
     supports_backward: bool = True
     dtypes: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
     cells: tuple[str, ...] = (DEFAULT_CELL,)
+    # Where the computation is written, for `rnnbench profile` (declared, never guessed):
+    # "reference": impls.reference on the namespace `xp` with `kernels` (its parts are
+    # timed one by one); "torch": torch operators (torch.profiler sees them); "native":
+    # its own compiled kernels or runtime (cProfile only).
+    math: str = "native"
     # Set by the harness before a case runs: the thread count a backend that creates its
     # own sessions or pools (ONNX Runtime) must use, and a folder for per-shape artefacts
     # (exported models) that outlive the process. None: the library default, a temp dir.
@@ -103,10 +110,19 @@ class Backend:
     def diagnostics(self, params: dict, x) -> dict:
         """Facts about how this backend ran (x, params) that belong in a results row:
         e.g. graph_breaks/recompiles of a compiler, quantisation coverage of a model.
-        Keys must be results columns (bench.runner.COLUMNS); default: nothing."""
+        Keys must be diagnostics columns of the results (bench.record.DIAGNOSTIC_COLUMNS;
+        the harness reports any other key as an error); default: nothing."""
         return {}
 
     # --- the contract ---------------------------------------------------------------
+    def bind(self, params: dict, x, lengths=None) -> "Bound":
+        """Check (params, x, lengths) once, as forward does, and return them bound: the
+        Bound's predict/forward/backward then run without checking again. That is what a
+        benchmark times (validation is a finiteness scan, and a device sync on a GPU: at
+        batch 1 it was 10-30 % of a call) and what a loop over the same inputs runs."""
+        self.check_input(params, x, lengths)
+        return Bound(self, params, x, lengths)
+
     def forward(self, params: dict, x, lengths=None):
         """logits (batch, num_classes) from the hidden state at each sequence's last step.
 
@@ -184,6 +200,65 @@ class Backend:
         if host.min() < 1 or host.max() > seq_len:
             raise ValueError(f"lengths must lie in [1, seq_len={seq_len}], "
                              f"got min {host.min()} max {host.max()}")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Inputs checked once by `Backend.bind`, and the calls that run on them unchecked.
+
+    `params` passed to forward/backward replaces the bound ones for that call: it is for
+    an optimiser's update of them (same names, shapes and dtype: what bench.train.optim
+    returns), as a timed train step makes. Anything else belongs in backend.forward,
+    which checks every call. `dlogits` must be a native (batch, num_classes) array in the
+    params' dtype, as the loss on this bound forward's logits gives."""
+    backend: Backend
+    params: dict
+    x: object
+    lengths: object = None
+
+    def predict(self):
+        """Logits only: no cache, no graph (backend.predict without its checks)."""
+        return self.backend._predict(self.params, self.x, self.lengths)
+
+    def forward(self, params: dict | None = None):
+        """(logits, cache), as backend.forward without its checks."""
+        return self.backend._forward(self.params if params is None else params, self.x, self.lengths)
+
+    def backward(self, cache, dlogits, params: dict | None = None) -> dict:
+        """Gradients, canonical keys, as backend.backward without its checks."""
+        return self.backend._backward(self.params if params is None else params, cache, dlogits)
+
+
+class HostArrayBackend(Backend):
+    """A CPU backend whose native arrays are numpy memory: np.ndarray itself, or a marker
+    subclass (`native_type`) so that a plain host array is never taken silently (the
+    contract's rule) while numpy code (losses, optimisers) still runs on it. A new CPU
+    backend subclasses this and writes its math (_forward, _backward, _predict)."""
+    device = "cpu"
+    native_type: type = np.ndarray
+
+    def _from_numpy_array(self, arr):
+        copy = arr.copy()  # like every backend: never alias the caller's memory
+        return copy if self.native_type is np.ndarray else copy.view(self.native_type)
+
+    def _to_numpy_array(self, arr):
+        return np.asarray(arr)  # a base-class view of the same memory
+
+    def _is_native(self, arr):
+        return isinstance(arr, self.native_type)
+
+    def _dtype_of(self, arr):
+        return arr.dtype
+
+    def _all_finite(self, arr):
+        return bool(np.isfinite(np.asarray(arr)).all())
+
+
+def require_cpu(name: str, device) -> None:
+    """ValueError unless `device` is None or "cpu": a CPU-only backend asked for another
+    device is a wrong request on every machine, not a missing package."""
+    if device not in (None, "cpu"):
+        raise ValueError(f"{name} runs on the cpu only, not {device!r}")
 
 
 def cache_batch_size(cache) -> int:

@@ -112,13 +112,14 @@ def _peak_hook_class():
 class CupyBackend(Backend):
     name = "cupy"
     supports_backward = True
+    math = "reference"  # impls.reference on `xp` (CuPy through array-api-compat), `kernels` fused
 
     def __init__(self, device_id: int):
         self.device_id = device_id
         self.device = f"cuda:{device_id}"
         self._cuda = cupy.cuda.Device(device_id)
-        self._xp = _namespace()
-        self._kernels = fused_kernels()
+        self.xp = _namespace()
+        self.kernels = fused_kernels()
 
     def _from_numpy_array(self, arr):
         with self._cuda:
@@ -139,16 +140,16 @@ class CupyBackend(Backend):
 
     def _forward(self, params, x, lengths):
         with self._cuda:
-            return reference.forward(self._xp, params, x, lengths, kernels=self._kernels)
+            return reference.forward(self.xp, params, x, lengths, kernels=self.kernels)
 
     def _predict(self, params, x, lengths):
         with self._cuda:
-            return reference.forward(self._xp, params, x, lengths, keep_states=False,
-                                     kernels=self._kernels)[0]
+            return reference.forward(self.xp, params, x, lengths, keep_states=False,
+                                     kernels=self.kernels)[0]
 
     def _backward(self, params, cache, dlogits):
         with self._cuda:
-            return reference.backward(self._xp, params, cache, dlogits, kernels=self._kernels)
+            return reference.backward(self.xp, params, cache, dlogits, kernels=self.kernels)
 
     def sync(self) -> None:
         # The whole device, not one stream: work a caller queued on another stream of

@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from .base import Backend, Unavailable
+from .base import HostArrayBackend, Unavailable, require_cpu
 
 try:
     import numba
@@ -184,7 +184,7 @@ def _gather_steps(x, t0, n, out):
 
 
 @njit(**_JIT)
-def _forward_kernel(x, W_xh, W_hh, b_h, W_hy, b_y, lengths, tc):
+def _forward_kernel(x, W_xh, W_hh, b_h, W_hy, b_y, lengths, block_steps):
     """-> logits (B, C), xs (T*B, I) = x time-major, states (T+1, B, H) with states[t] = h_t
     (h_0 = 0), h_last (B, H): what backward needs."""
     B, T, I = x.shape
@@ -192,18 +192,18 @@ def _forward_kernel(x, W_xh, W_hh, b_h, W_hy, b_y, lengths, tc):
     xs = np.empty((T * B, I), x.dtype)  # (T*B, I): row t*B + b is x[b, t]
     states = np.empty((T + 1, B, H), x.dtype)  # (T+1, B, H)
     states[0] = 0.0
-    h_last = _recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, True, tc)
+    h_last = _recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, True, block_steps)
     return _head(h_last, W_hy, b_y), xs, states, h_last
 
 
 @njit(**_JIT)
-def _predict_kernel(x, W_xh, W_hh, b_h, W_hy, b_y, lengths, tc):
+def _predict_kernel(x, W_xh, W_hh, b_h, W_hy, b_y, lengths, block_steps):
     """-> logits (B, C), keeping only h_{t-1}, h_t and one block of inputs: for inference."""
     B, T, I = x.shape
     H = W_hh.shape[0]
-    xbuf = np.empty((tc * B, I), x.dtype)  # (tc*B, I)
+    xbuf = np.empty((block_steps * B, I), x.dtype)  # (block_steps*B, I)
     ring = np.zeros((2, B, H), x.dtype)  # (2, B, H)
-    h_last = _recurrence(x, W_xh, W_hh, b_h, lengths, xbuf, ring, False, tc)
+    h_last = _recurrence(x, W_xh, W_hh, b_h, lengths, xbuf, ring, False, block_steps)
     return _head(h_last, W_hy, b_y)
 
 
@@ -216,16 +216,16 @@ def _head(h_last, W_hy, b_y):  # the classifier on the selected states
 
 
 @njit(**_JIT)
-def _recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, keep, tc):
+def _recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, keep, block_steps):
     """h_t = tanh(x_t W_xh^T + h_{t-1} W_hh^T + b_h), t = 1..T. keep: h_t into states[t]
     and x time-major into xs (T*B, I); else a ring of two states and a one-block xs.
-    Blocks of tc steps (see _block_steps). -> h_last (B, H): h at step lengths[b]."""
+    Blocks of block_steps steps (see _block_steps). -> h_last (B, H): h at step lengths[b]."""
     B, T, I = x.shape
     H = W_hh.shape[0]
     h_last = np.empty((B, H), x.dtype)
-    pbuf = np.empty((tc * B, H), x.dtype)  # (tc*B, H): a block's input projections
-    for t0 in range(0, T, tc):
-        n = min(tc, T - t0)
+    pbuf = np.empty((block_steps * B, H), x.dtype)  # (block_steps*B, H): a block's input projections
+    for t0 in range(0, T, block_steps):
+        n = min(block_steps, T - t0)
         rows = xs[t0 * B:(t0 + n) * B] if keep else xs[:n * B]  # (n*B, I)
         _gather_steps(x, t0, n, rows)
         np.dot(rows, W_xh.T, pbuf[:n * B])  # one GEMM for the block's inputs
@@ -243,7 +243,7 @@ def _recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, keep, tc):
 
 
 @njit(**_JIT)
-def _backward_kernel(xs, W_hh, W_hy, states, h_last, lengths, dlogits, tc):
+def _backward_kernel(xs, W_hh, W_hy, states, h_last, lengths, dlogits, block_steps):
     """Gradients of sum(logits * dlogits): (dW_xh, dW_hh, db_h, dW_hy, db_y). Only dh is
     carried back through time; each block's pre-activation gradients then enter the weight
     gradients as GEMMs. Reads the cache, writes only fresh arrays: repeatable."""
@@ -256,10 +256,10 @@ def _backward_kernel(xs, W_hh, W_hy, states, h_last, lengths, dlogits, tc):
     W_hh_T = np.ascontiguousarray(W_hh.T)  # (H, H): da W_hh = da (W_hh^T)^T for _matmul_nt
     dW_xh, dW_hh = np.zeros((H, I), xs.dtype), np.zeros((H, H), xs.dtype)
     db_h = np.zeros(H, xs.dtype)
-    dbuf = np.empty((tc * B, H), xs.dtype)  # (tc*B, H): dL/d(pre-activation), time-major
+    dbuf = np.empty((block_steps * B, H), xs.dtype)  # (block_steps*B, H): dL/d(pre-activation), time-major
     dh, dh_prev = np.zeros((B, H), xs.dtype), np.empty((B, H), xs.dtype)  # dL/dh_t, _{t-1}
-    for t1 in range(T, 0, -tc):  # blocks [t0, t1), the last one first
-        t0 = max(0, t1 - tc)
+    for t1 in range(T, 0, -block_steps):  # blocks [t0, t1), the last one first
+        t0 = max(0, t1 - block_steps)
         n = t1 - t0
         for s in range(n - 1, -1, -1):
             t = t0 + s
@@ -289,10 +289,6 @@ class NumbaArray(np.ndarray):
     __slots__ = ()
 
 
-def _plain(arr):
-    return arr.view(np.ndarray)
-
-
 def _native(arr):
     return arr.view(NumbaArray)
 
@@ -312,25 +308,10 @@ def _block_steps(shape, W_hh) -> int:
     return max(1, min(seq_len, BLOCK_BYTES // (batch_size * W_hh.shape[0] * W_hh.itemsize)))
 
 
-class NumbaBackend(Backend):
+class NumbaBackend(HostArrayBackend):
     name = "numba"
-    device = "cpu"
     supports_backward = True
-
-    def _from_numpy_array(self, arr):
-        return _native(arr.copy())  # like every backend: never alias the caller's memory
-
-    def _to_numpy_array(self, arr):
-        return _plain(arr)
-
-    def _is_native(self, arr):
-        return isinstance(arr, NumbaArray)
-
-    def _dtype_of(self, arr):
-        return arr.dtype
-
-    def _all_finite(self, arr):
-        return bool(np.isfinite(_plain(arr)).all())
+    native_type = NumbaArray
 
     @staticmethod
     def _operands(params, x, lengths):
@@ -343,10 +324,10 @@ class NumbaBackend(Backend):
 
     def _forward(self, params, x, lengths):
         p, lens = self._operands(params, x, lengths)
-        tc = _block_steps(x.shape, p[1])
-        logits, xs, states, h_last = _forward_kernel(np.ascontiguousarray(x), *p, lens, tc)
+        block_steps = _block_steps(x.shape, p[1])
+        logits, xs, states, h_last = _forward_kernel(np.ascontiguousarray(x), *p, lens, block_steps)
         cache = {"batch_size": x.shape[0], "xs": xs, "states": states, "h_last": h_last,
-                 "lengths": lens, "block_steps": tc}
+                 "lengths": lens, "block_steps": block_steps}
         return _native(logits), cache
 
     def _predict(self, params, x, lengths):
@@ -365,8 +346,7 @@ class NumbaBackend(Backend):
 def create(device: str | None = None) -> NumbaBackend:
     if numba is None:
         raise Unavailable(f"numba is not installed ({_IMPORT_ERROR}); pip install numba")
-    if device not in (None, "cpu"):
-        raise ValueError(f"numba runs on the cpu only, not {device!r}")
+    require_cpu("numba", device)
     try:  # np.dot inside kernels is scipy's BLAS; loading it now also puts it under
         import scipy.linalg.cython_blas  # noqa: F401  the harness's thread limits
     except ImportError as exc:

@@ -9,40 +9,27 @@ from __future__ import annotations
 import numpy as np
 
 from . import reference
-from .base import Backend
+from .base import HostArrayBackend, require_cpu
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(HostArrayBackend):
     name = "numpy"
-    device = "cpu"
     supports_backward = True
-
-    def _from_numpy_array(self, arr):
-        return arr.copy()  # like every backend: never alias the caller's memory
-
-    def _to_numpy_array(self, arr):
-        return np.asarray(arr)
-
-    def _is_native(self, arr):
-        return isinstance(arr, np.ndarray)
-
-    def _dtype_of(self, arr):
-        return arr.dtype
-
-    def _all_finite(self, arr):
-        return bool(np.isfinite(arr).all())
+    math = "reference"
+    xp = np  # the namespace reference.* runs on (rnnbench profile times its parts on it)
+    kernels = reference.Kernels
 
     def _forward(self, params, x, lengths):
-        return reference.forward(np, params, x, lengths)
+        return reference.forward(self.xp, params, x, lengths, kernels=self.kernels)
 
     def _predict(self, params, x, lengths):
-        return reference.forward(np, params, x, lengths, keep_states=False)[0]
+        return reference.forward(self.xp, params, x, lengths, keep_states=False,
+                                 kernels=self.kernels)[0]
 
     def _backward(self, params, cache, dlogits):
-        return reference.backward(np, params, cache, dlogits)
+        return reference.backward(self.xp, params, cache, dlogits, kernels=self.kernels)
 
 
 def create(device: str | None = None) -> NumpyBackend:
-    if device not in (None, "cpu"):
-        raise ValueError(f"numpy runs on the cpu only, not {device!r}")
+    require_cpu("numpy", device)
     return NumpyBackend()

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Backend, Unavailable
+from .base import HostArrayBackend, Unavailable, require_cpu
 from .params import PARAM_NAMES
 
 PROVIDERS = ["CPUExecutionProvider"]  # named explicitly: never a silent fallback
@@ -296,14 +296,14 @@ class _Entry:  # one session, the arrays it was made for, its file
         return self._info
 
 
-class OnnxBackend(Backend):
+class OnnxBackend(HostArrayBackend):
     """Params from `from_numpy` are read-only copies, so a session is found by the identity
     of the five arrays plus (seq_len, lengths or not, threads): O(1) per call, inside the
     timed region, and never stale. The first call for new arrays hashes their bytes to
     find (or write) the exported file and creates the session: the harness' compile_s.
     Writable params (a dict not from from_numpy) are hashed on every call instead."""
-    device = "cpu"
     supports_backward = False
+    native_type = OnnxArray  # numpy memory under a marker type (HostArrayBackend)
     # onnx_fp32 builds the graph in the params' dtype (ORT runs float64 MatMul/Tanh);
     # onnx_int8 computes int8/float32 inside and only takes and returns float64.
     dtypes = (np.dtype(np.float32), np.dtype(np.float64))
@@ -314,22 +314,6 @@ class OnnxBackend(Backend):
         self.exports = 0  # files written by this instance (the tests check cache reuse)
         self._sessions: OrderedDict = OrderedDict()
         self._tmp = None
-
-    # hooks: numpy memory under a marker type
-    def _from_numpy_array(self, arr):
-        return arr.copy().view(OnnxArray)  # a copy: never alias the caller's memory
-
-    def _to_numpy_array(self, arr):
-        return np.asarray(arr)
-
-    def _is_native(self, arr):
-        return isinstance(arr, OnnxArray)
-
-    def _dtype_of(self, arr):
-        return arr.dtype
-
-    def _all_finite(self, arr):
-        return bool(np.isfinite(arr).all())
 
     def from_numpy(self, params: dict) -> dict:
         native = super().from_numpy(params)
@@ -421,8 +405,7 @@ def _needs_reduce_range() -> bool:
 
 
 def _create(name: str, int8: bool, device: str | None) -> OnnxBackend:
-    if device not in (None, "cpu"):
-        raise ValueError(f"{name} runs on the cpu only (CPUExecutionProvider), not {device!r}")
+    require_cpu(f"{name} (CPUExecutionProvider)", device)
     _runtime()
     return OnnxBackend(name, int8)
 

@@ -62,6 +62,7 @@ def from_module(model: RNNClassifier) -> dict:
 
 class TorchBackend(Backend):
     name = "torch"
+    math = "torch"  # torch operators: rnnbench profile reads them with torch.profiler
 
     def __init__(self, device: str = "cpu"):
         self.torch_device = torch.device(device)
@@ -130,18 +131,23 @@ class TorchBackend(Backend):
         return dict(zip(PARAM_NAMES, grads))
 
 
-def create(device: str | None = None) -> TorchBackend:
-    device = device or "cpu"
-    kind = torch.device(device).type
-    if kind == "cuda" and not torch.cuda.is_available():
+def checked_device(device: str | None, default: str = "cpu") -> str:
+    """`device` (default `default`) for any torch backend, or Unavailable saying why a
+    CUDA device cannot be used here (a CPU build, no GPU, no driver)."""
+    device = device or default
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise Unavailable(f"torch {torch.__version__} sees no CUDA GPU "
                           f"(torch.version.cuda={torch.version.cuda})")
-    return TorchBackend(device)
+    return device
+
+
+def create(device: str | None = None) -> TorchBackend:
+    return TorchBackend(checked_device(device))
 
 
 def create_cuda(device: str | None = None) -> TorchBackend:
     """The same backend on a CUDA GPU (cuDNN's RNN kernel): registered as torch_cuda."""
-    backend = create(device or "cuda")
+    backend = TorchBackend(checked_device(device, "cuda"))
     full_float32_on_cuda()
     return backend
 

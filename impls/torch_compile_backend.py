@@ -29,7 +29,7 @@ import importlib
 import torch
 
 from .base import Unavailable
-from .torch_backend import TorchBackend
+from .torch_backend import TorchBackend, checked_device, full_float32_on_cuda
 from .torch_loop import cell_loop_logits
 
 RECOMPILE_LIMIT = 64  # a default sweep has a few dozen (shape, dtype, grad-mode) graphs
@@ -71,10 +71,7 @@ class TorchCompileBackend(TorchBackend):
         return {"graph_breaks": sum(counters["graph_break"].values()), "recompiles": self.compiles}
 
 
-def create(device: str | None = None) -> TorchCompileBackend:
-    device = device or "cpu"
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise Unavailable(f"torch {torch.__version__} sees no CUDA GPU")
+def _build(device: str) -> TorchCompileBackend:
     try:
         importlib.import_module("torch._inductor.compile_fx")
     except ImportError as exc:
@@ -82,10 +79,12 @@ def create(device: str | None = None) -> TorchCompileBackend:
     return TorchCompileBackend(device)
 
 
+def create(device: str | None = None) -> TorchCompileBackend:
+    return _build(checked_device(device))
+
+
 def create_cuda(device: str | None = None) -> TorchCompileBackend:
     """The same compiled loop on a CUDA GPU (inductor emits Triton kernels)."""
-    from .torch_backend import full_float32_on_cuda
-
-    backend = create(device or "cuda")
+    backend = _build(checked_device(device, "cuda"))
     full_float32_on_cuda()
     return backend

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .base import Unavailable
-from .torch_backend import TorchBackend
+from .torch_backend import TorchBackend, checked_device
 from .torch_loop import cell_loop_logits
 
 
@@ -28,9 +28,7 @@ class TorchScriptBackend(TorchBackend):
 
 
 def create(device: str | None = None) -> TorchScriptBackend:
-    device = device or "cpu"
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise Unavailable(f"torch {torch.__version__} sees no CUDA GPU")
+    device = checked_device(device)
     if not hasattr(torch.jit, "script"):
         raise Unavailable(f"torch {torch.__version__} no longer ships TorchScript")
     return TorchScriptBackend(device)

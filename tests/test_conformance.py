@@ -1,12 +1,15 @@
 """Every registered backend against the float64 oracle (PyTorch autograd in float64,
 bench.oracle), over many shapes. One check helper, one-line parametrised cases; the
 tolerances come from the registry."""
+import types
+
 import numpy as np
 import pytest
 
 import impls
 from bench.oracle import check_case, compare, reference
-from conftest import backend_or_skip, impl_params
+from conftest import backend_or_skip, impl_params, temporary_entry
+from impls import reference as reference_math
 
 # (batch_size, seq_len, input_size, hidden_size, num_classes)
 SHAPES = {
@@ -94,6 +97,55 @@ def test_predict_equals_forward(name):
     native, xn = backend.from_numpy(params), backend.asarray(x)
     logits = backend.to_numpy(backend.forward(native, xn)[0])
     np.testing.assert_allclose(backend.to_numpy(backend.predict(native, xn)), logits, rtol=1e-13)
+
+
+def test_a_new_cpu_backend_needs_its_math_and_nothing_else():
+    """HostArrayBackend carries the array plumbing: a backend that writes only its
+    forward and backward passes the oracle and the bad-input checks."""
+    class Minimal(impls.HostArrayBackend):
+        name = "minimal"
+
+        def _forward(self, params, x, lengths):
+            return reference_math.forward(np, params, x, lengths)
+
+        def _backward(self, params, cache, dlogits):
+            return reference_math.backward(np, params, cache, dlogits)
+
+    with temporary_entry("minimal", types.SimpleNamespace(create=lambda device=None: Minimal())):
+        check_against_oracle("minimal", SHAPES["typical"], np.float32)
+        backend = impls.get("minimal")
+        params = backend.from_numpy(impls.init_params(2, 3, 2, seed=0))
+        with pytest.raises(ValueError, match="NaN or inf"):
+            backend.predict(params, backend.asarray(np.full((1, 2, 2), np.nan, np.float32)))
+
+
+@pytest.mark.parametrize("name", impls.names())
+def test_bound_calls_equal_the_checked_ones(name):
+    """backend.bind checks once; its calls then give bitwise what the checked calls give,
+    and params passed to a bound call (an optimiser's update) replace the bound ones."""
+    backend = backend_or_skip(name)
+    params, x, dlogits = check_case(3, 6, 4, 8, 2, seed=5)
+    native, xn, dn = backend.from_numpy(params), backend.asarray(x), backend.asarray(dlogits)
+    lengths = backend.asarray(np.array([6, 2, 4]))
+    bound = backend.bind(native, xn, lengths)
+    assert (bound.params, bound.x, bound.lengths) == (native, xn, lengths)
+    np.testing.assert_array_equal(backend.to_numpy(bound.predict()),
+                                  backend.to_numpy(backend.predict(native, xn, lengths)))
+    logits, cache = bound.forward()
+    np.testing.assert_array_equal(backend.to_numpy(logits),
+                                  backend.to_numpy(backend.forward(native, xn, lengths)[0]))
+    other = backend.from_numpy({k: v * 0.5 for k, v in params.items()})
+    np.testing.assert_array_equal(backend.to_numpy(bound.forward(other)[0]),
+                                  backend.to_numpy(backend.forward(other, xn, lengths)[0]))
+    if backend.supports_backward:
+        bound_grads = backend.to_numpy(bound.backward(cache, dn))
+        checked = backend.to_numpy(backend.backward(native, backend.forward(native, xn, lengths)[1], dn))
+        assert set(bound_grads) == set(impls.PARAM_NAMES)
+        for key in checked:
+            np.testing.assert_array_equal(bound_grads[key], checked[key])
+    else:
+        with pytest.raises(impls.BackwardUnsupported):
+            bound.backward(cache, dn)
 
 
 @pytest.mark.parametrize("name", impls.names())

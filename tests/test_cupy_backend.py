@@ -259,7 +259,7 @@ def test_gpu_fused_kernels_equal_the_unfused_defaults(gpu, dtype):
     rng = np.random.default_rng(1)
     a, b, dh = (cp.asarray(rng.standard_normal((33, 65)).astype(dtype)) for _ in range(3))
     h = cp.tanh(3 * a)
-    xp, fused, plain = backend._xp, backend._kernels, reference.Kernels
+    xp, fused, plain = backend.xp, backend.kernels, reference.Kernels
     tol = 8 * np.finfo(dtype).eps  # FMA contraction inside a fused kernel moves an ulp or two
     for got, want in [(fused.tanh_step(xp, a, b), plain.tanh_step(xp, a, b)),
                       (fused.tanh_backward(xp, dh, h), plain.tanh_backward(xp, dh, h))]:
@@ -271,8 +271,9 @@ def test_gpu_sync_waits_for_queued_work(gpu):
     backend, cp = gpu
     (params, x, _), (native, xn, _, _) = _native_case(backend, (4, 8, 3, 16, 2), np.float32)
     with cp.cuda.Device(backend.device_id):
+        bound = backend.bind(native, xn)  # checked before the busy work is queued
         busy = _queue_gpu_work(cp, 300)
-        logits, _ = backend._forward(native, xn, None)  # queued behind the busy work
+        logits, _ = bound.forward()  # queued behind the busy work
         backend.sync()
         assert busy.done
     want = impls.get("numpy").forward(params, x)[0]
@@ -282,14 +283,15 @@ def test_gpu_sync_waits_for_queued_work(gpu):
 def test_gpu_forward_and_backward_never_wait_for_the_device(gpu):
     """No host transfer and no sync inside the hooks: with seconds of work queued ahead,
     forward + backward + predict return while that work still runs. (A device -> host
-    copy would have to wait for it.) The public forward's validation is excluded: its
-    finiteness check reads one bool back, on purpose."""
+    copy would have to wait for it.) Inputs are bound first: the public forward's
+    validation reads one bool back (its finiteness check), on purpose."""
     backend, cp = gpu
     _, (native, xn, dn, ln) = _native_case(backend, (8, 32, 16, 64, 10), np.float32, [32, 5] * 4)
+    bound = backend.bind(native, xn, ln)
 
     def run():
-        logits, cache = backend._forward(native, xn, ln)
-        return backend._backward(native, cache, dn), backend._predict(native, xn, ln)
+        logits, cache = bound.forward()
+        return bound.backward(cache, dn), bound.predict()
 
     run()  # warm: compiles the fused kernels, fills the memory pool with these sizes
     backend.sync()

@@ -39,7 +39,7 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-@pytest.mark.parametrize("method", ["forward", "predict"])
+@pytest.mark.parametrize("method", ["forward", "predict", "bind"])
 @pytest.mark.parametrize("name", impls.names())
 def test_bad_inputs_raise_value_error(name, method, case):
     backend = backend_or_skip(name)
@@ -68,13 +68,14 @@ BAD_LENGTHS = {
 
 
 @pytest.mark.parametrize("case", BAD_LENGTHS.values(), ids=BAD_LENGTHS.keys())
+@pytest.mark.parametrize("method", ["forward", "bind"])
 @pytest.mark.parametrize("name", impls.names())
-def test_bad_lengths_raise_value_error(name, case):
+def test_bad_lengths_raise_value_error(name, method, case):
     backend = backend_or_skip(name)
     lengths, pattern = case
     params = backend.from_numpy(impls.init_params(INPUT_SIZE, HIDDEN, CLASSES, seed=0))
     with pytest.raises(ValueError, match=pattern):
-        backend.forward(params, backend.asarray(good()), backend.asarray(lengths))
+        getattr(backend, method)(params, backend.asarray(good()), backend.asarray(lengths))
 
 
 @pytest.mark.parametrize("name", impls.names())

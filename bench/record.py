@@ -1,0 +1,106 @@
+"""The record: what one row of results.csv holds, and the one place its columns are named.
+
+What was run is a spec (bench.spec), what was measured is a record (this module), how it is
+shown is a report (bench.report): the three are kept apart. This module imports nothing
+heavy (no numpy, torch, pandas or backend), so the results reader and the report can use it
+without pulling in the code that measures.
+
+Every column is listed once below, with its meaning; `COLUMNS` is their order in the CSV.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# A row is a plain dict keyed by COLUMNS (None: not measured / not applicable). Plain dicts
+# keep the writer, the CSV and pandas in step without a conversion layer; `Row` names it.
+Row = dict
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    meaning: str
+    key: bool = False  # part of the row's identity (resume skips rows whose key is done)
+    integer: bool = False  # read back as int (CSV cells are text)
+
+
+SCHEMA: tuple[Column, ...] = (
+    # --- what was measured: the case (bench.spec.Case) --------------------------------
+    Column("impl", "implementation name (impls.names())", key=True),
+    Column("phase", "forward | backward | train_step | transfer | accuracy", key=True),
+    Column("batch_size", "B, sequences per call", key=True, integer=True),
+    Column("seq_len", "T, time steps", key=True, integer=True),
+    Column("input_size", "I, features per step", key=True, integer=True),
+    Column("hidden_size", "H, hidden units", key=True, integer=True),
+    Column("dtype", "float32 | float64", key=True),
+    Column("threads", "the one thread count every library was pinned to", key=True, integer=True),
+    Column("num_classes", "C, classifier outputs", integer=True),
+    Column("device", "where the backend's arrays live: cpu, cuda:0, ..."),
+    # --- time (bench.measure.timing) ---------------------------------------------------
+    Column("median_s", "median seconds per call (accuracy rows: the training time)"),
+    Column("iqr_s", "interquartile range of the per-call samples, seconds"),
+    Column("repeats", "calls timed in all (samples x calls per sample)"),
+    Column("samples", "timed samples; the raw ones are in raw_times.jsonl"),
+    Column("noisy", "IQR / median above the noise threshold (bench.measure.timing)"),
+    Column("timer_overhead_pct", "clock reads + sync as % of a sample"),
+    # --- derived from the time and the analytic counts (bench.measure.analytic) --------
+    Column("seq_per_s", "sequences per second"),
+    Column("steps_per_s", "sequence steps per second"),
+    Column("gflops", "analytic FLOPs / median"),
+    Column("pct_peak", "gflops as % of peak_gflops"),
+    Column("peak_gflops", "best calibration GEMM rate at this dtype and thread count"),
+    # --- memory (bench.measure.memory) -------------------------------------------------
+    Column("peak_mem_bytes", "resident-set (or device) high-water increase of one warm call"),
+    Column("analytic_mem_bytes", "BPTT activations by formula"),
+    Column("compile_s", "the first call alone: JIT, graph capture, first allocations"),
+    # --- correctness and accuracy ------------------------------------------------------
+    Column("max_err", "max relative error vs the float64 oracle at this size"),
+    Column("test_accuracy", "accuracy rows: test-set accuracy"),
+    Column("time_to_accuracy_s", "accuracy rows: training seconds to the validation target"),
+    Column("dataset", "accuracy rows: the data set"),
+    # --- from backend.diagnostics() / counters(): compilers and quantised models -------
+    Column("graph_breaks", "compiler graph breaks during this row"),
+    Column("recompiles", "graphs compiled during this row"),
+    Column("quant_int_matmuls", "matmuls running in int8"),
+    Column("quant_float_matmuls", "matmuls left in float"),
+    Column("model_bytes", "size of the exported model file"),
+    # --- outcome ------------------------------------------------------------------------
+    Column("status", "ok | skipped | unavailable | error"),
+    Column("reason", "why a row is not ok, or notes on an ok one"),
+)
+
+COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA)
+KEY_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.key)
+INT_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.integer)
+CASE_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "num_classes")  # what a Case carries
+# The keys backend.diagnostics() and backend.counters() may return.
+DIAGNOSTIC_COLUMNS: tuple[str, ...] = ("graph_breaks", "recompiles", "quant_int_matmuls",
+                                       "quant_float_matmuls", "model_bytes")
+STATUSES = ("ok", "skipped", "unavailable", "error")
+# Not columns: carried beside a row to the writer, which files them elsewhere.
+RAW_TIMES_FIELD = "raw_times"  # -> raw_times.jsonl
+TRACEBACK_FIELD = "traceback"  # -> errors.jsonl
+
+
+def empty_row(case, status: str, reason: str = "") -> Row:
+    """A row for `case` (anything with the CASE_COLUMNS as attributes) with nothing measured."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    row = dict.fromkeys(COLUMNS)
+    row.update({k: getattr(case, k) for k in CASE_COLUMNS})
+    row.update(status=status, reason=reason)
+    return row
+
+
+def row_key(row) -> tuple:
+    """The identity of a row (a dict of CSV strings or typed values), typed."""
+    return tuple(int(row[k]) if k in INT_COLUMNS else row[k] for k in KEY_COLUMNS)
+
+
+def check_diagnostics(values: dict, source: str) -> None:
+    """ValueError unless every key a backend reported is a diagnostics column: a key that
+    is not one would otherwise be dropped without anyone noticing."""
+    unknown = sorted(set(values) - set(DIAGNOSTIC_COLUMNS))
+    if unknown:
+        raise ValueError(f"{source} returned {unknown}, which are not results columns; "
+                         f"allowed: {', '.join(DIAGNOSTIC_COLUMNS)} (bench/record.py)")
