@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import impls
+from bench.spec import DTYPES, PHASES, PRESETS
 
 EXIT_FAILED_CHECK = 1
 EXIT_USAGE = 2
@@ -38,7 +39,7 @@ def _positive_float(text: str) -> float:
 
 
 def cmd_list(args) -> int:
-    from bench.tables import format_table
+    from bench.report.tables import format_table
 
     rows = []
     for name in impls.names():
@@ -54,13 +55,13 @@ def cmd_list(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from bench.oracle import check_case, compare
+    from bench.oracle import seeded_inputs, compare
 
     try:
         import torch  # noqa: F401  (the oracle is PyTorch autograd in float64)
     except ImportError as exc:
         raise impls.Unavailable("the float64 oracle needs torch: pip install 'rnnbench[cpu]'") from exc
-    from bench.tables import format_table
+    from bench.report.tables import format_table
 
     names = args.impl.split(",") if args.impl else impls.names()
     rows, failed = [], 0
@@ -72,7 +73,7 @@ def cmd_check(args) -> int:
             continue
         for dtype in backend.dtypes:
             bound = impls.tolerance(name, dtype)
-            worst = max(max(compare(backend, *check_case(*shape, seed=0, dtype=dtype)).values())
+            worst = max(max(compare(backend, *seeded_inputs(*shape, seed=0, dtype=dtype)).values())
                         for shape in CHECK_SHAPES)
             failed += not worst <= bound
             rows.append([name, dtype.name, "logits+grads" if backend.supports_backward else "logits",
@@ -84,7 +85,7 @@ def cmd_check(args) -> int:
 
 
 def _load_data(args):
-    from bench.data import load_dataset
+    from bench.train.data import load_dataset
 
     dataset = load_dataset(args.dataset, seed=args.seed)
     return dataset.astype(np.dtype(args.dtype))
@@ -93,7 +94,7 @@ def _load_data(args):
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from bench.train import TrainConfig, train
+    from bench.train.loop import TrainConfig, train
 
     backend = impls.get(args.impl)
     if not backend.supports_backward:
@@ -159,7 +160,7 @@ def load_params(path: str) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    from bench.train import evaluate
+    from bench.train.loop import evaluate
 
     backend = impls.get(args.impl)
     params = load_params(args.params)
@@ -192,8 +193,8 @@ def _str_list(text: str) -> list[str]:
 
 
 def cmd_sweep(args) -> int:
+    from bench.run.sweep import run_sweep
     from bench.spec import build_grid, load_config
-    from bench.sweep import run_sweep
 
     config = load_config(args.config) if args.config else {}
     preset = args.preset or config.pop("preset", None)
@@ -215,13 +216,13 @@ def cmd_sweep(args) -> int:
                     command=["rnnbench", *sys.argv[1:]], max_case_s=args.max_case_s)
     print(f"results: {out / 'results.csv'}")
     if args.report:
-        from bench.report import write_report
+        from bench.report.document import write_report
         print(f"report: {write_report(out)}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from bench.report import write_report
+    from bench.report.document import write_report
 
     print(f"report: {write_report(args.run_dir)}")
     return 0
@@ -249,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", default="digits",
                        help="digits | digits-pixels | synthetic | PATH.npz (default digits)")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+        p.add_argument("--dtype", choices=DTYPES, default=DTYPES[0])
 
     train = sub.add_parser("train", help="train one implementation, print test accuracy")
     data_args(train)
@@ -265,13 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--params", required=True, metavar="PARAMS.npz")
 
     sweep = sub.add_parser("sweep", help="time, memory, FLOPs and accuracy over a grid of sizes")
-    sweep.add_argument("--preset", help="quick (default) | default | deepbench")
+    sweep.add_argument("--preset", help=f"{' | '.join(PRESETS)} (default quick; gpu is what "
+                                        "bench/gpu_check.sh runs)")
     sweep.add_argument("--config", metavar="FILE.toml", help="grid keys as in bench.spec.Grid")
     sweep.add_argument("--impl", type=_str_list, help="comma-separated (default: all registered)")
-    sweep.add_argument("--phase", type=_str_list, help="forward,backward,train_step")
+    sweep.add_argument("--phase", type=_str_list, help=",".join(PHASES))
     for name in ("batch-size", "hidden-size", "seq-len", "input-size", "threads"):
         sweep.add_argument(f"--{name}", type=_int_list, help="comma-separated integers")
-    sweep.add_argument("--dtype", type=_str_list, help="float32,float64")
+    sweep.add_argument("--dtype", type=_str_list, help=",".join(DTYPES))
     sweep.add_argument("--out", metavar="DIR",
                        help="run folder (default runs/<preset>-<UTC time>: never an existing one)")
     sweep.add_argument("--resume", action="store_true", help="run only what DIR is missing")
@@ -291,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--seq-len", type=_positive_int, default=64)
     prof.add_argument("--input-size", type=_positive_int, default=32)
     prof.add_argument("--hidden-size", type=_positive_int, default=128)
-    prof.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    prof.add_argument("--dtype", choices=DTYPES, default=DTYPES[0])
     prof.add_argument("--threads", type=_positive_int, default=1)
     prof.add_argument("--out", default="profiles", metavar="DIR",
                       help="where the pstats / Chrome trace files go (default profiles/)")

@@ -14,8 +14,8 @@ from impls.params import PARAM_NAMES
 _TINY = 1e-300
 
 
-def reference(params: dict, x: np.ndarray, dlogits: np.ndarray | None = None,
-              lengths: np.ndarray | None = None):
+def float64_logits_and_grads(params: dict, x: np.ndarray, dlogits: np.ndarray | None = None,
+                             lengths: np.ndarray | None = None):
     """-> (logits, grads or None) in float64 numpy; grads of sum(logits * dlogits)."""
     import torch
 
@@ -59,7 +59,7 @@ def compare(backend, params: dict, x: np.ndarray, dlogits: np.ndarray,
     x_native = backend.asarray(x.astype(params["W_xh"].dtype))
     len_native = None if lengths is None else backend.asarray(lengths)
     want_grads = backend.supports_backward and grads
-    ref_logits, ref_grads = reference(params, x, dlogits if want_grads else None, lengths)
+    ref_logits, ref_grads = float64_logits_and_grads(params, x, dlogits if want_grads else None, lengths)
     if want_grads:
         logits, cache = backend.forward(native, x_native, len_native)
         grads = backend.to_numpy(backend.backward(
@@ -71,9 +71,10 @@ def compare(backend, params: dict, x: np.ndarray, dlogits: np.ndarray,
     return errors
 
 
-def check_case(batch_size: int, seq_len: int, input_size: int, hidden_size: int,
-               num_classes: int, *, seed: int, dtype=np.float64):
-    """Seeded params, inputs and upstream gradient for one conformance case."""
+def seeded_inputs(batch_size: int, seq_len: int, input_size: int, hidden_size: int,
+                  num_classes: int, *, seed: int, dtype=np.float64):
+    """(params, x, dlogits) for one conformance case: canonical params, inputs and an
+    upstream gradient, seeded. It builds inputs only; `compare` does the checking."""
     from impls.params import init_params
 
     rng = np.random.default_rng(seed + 1)

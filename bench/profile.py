@@ -1,17 +1,18 @@
 """Where the time of one forward (inference) and one train step goes, for one implementation.
 
-Three paths, chosen from what the backend is, never from its name:
+Three paths, chosen from what the backend declares (`Backend.math`), never from its name:
 
-- math is impls.reference (numpy, or any xp backend built on it): every part of the
-  computation (input-projection GEMM, the recurrent loop's GEMMs and element-wise ops, the
-  head, the backward loop, the weight-gradient GEMMs, loss, optimizer) is re-run alone with
-  the same shapes and arrays and timed warm (median, bench.timing.measure). The whole phase
-  is timed the same way; "Python/framework overhead" is the whole minus the parts. The
-  parts are not hooked into the real code: hooks would add the very overhead we measure.
-  cProfile over N repetitions is saved too: it sees the Python calls, but charges the time
-  of `@` and ufuncs (which are not calls to it) to the function that runs them.
-- native arrays are torch tensors: torch.profiler operator table and a Chrome trace.
-- anything else: cProfile only, so future backends are profiled without code changes.
+- "reference" (numpy, cupy: impls.reference on the backend's `xp` and `kernels`): every
+  part of the computation (input projection, the recurrent loop's GEMM and tanh step, the
+  head, the backward loop, the weight-gradient GEMMs, loss, optimizer) is the very
+  function of impls.reference that the phase runs, re-run alone with the same shapes and
+  arrays and timed warm (median, bench.measure.timing.measure). The whole phase is timed
+  the same way; "Python/framework overhead" is the whole minus the parts. The parts are
+  not hooked into the real code: hooks would add the very overhead we measure. cProfile
+  over N repetitions is saved too: it sees the Python calls, but charges the time of `@`
+  and ufuncs (which are not calls to it) to the function that runs them.
+- "torch": torch.profiler operator table and a Chrome trace.
+- "native" (anything else): cProfile only, so future backends are profiled unchanged.
 
     result = profile("numpy", batch_size=32, seq_len=64, input_size=32, hidden_size=128,
                      out_dir="profiles")
@@ -21,23 +22,20 @@ from __future__ import annotations
 
 import cProfile
 import pstats
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from array_api_compat import array_namespace
-
 import impls
-from bench.data import random_labels, random_sequences
-from bench.losses import cross_entropy
-from bench.machine import use_threads
-from bench.optim import Adam
-from bench.runner import TRAIN_LR, make_phase
+from bench.measure.machine import use_threads
+from bench.measure.timing import measure
+from bench.report.tables import format_table
+from bench.run.bind import TRAIN_LR, make_phase
 from bench.spec import DTYPES, Case
-from bench.tables import format_table
-from bench.timing import measure
+from bench.train.data import random_labels, random_sequences
+from bench.train.losses import cross_entropy
+from bench.train.optim import Adam
 from impls import reference
 
 PHASES = ("forward", "train_step")
@@ -80,13 +78,11 @@ def profile(impl: str, *, batch_size: int, seq_len: int, input_size: int, hidden
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = {phase: Case(impl, phase, batch_size, seq_len, input_size, hidden_size, dtype, threads,
                          NUM_CLASSES) for phase in PHASES if phase == "forward" or backend.supports_backward}
-    sample = backend.asarray(np.zeros(1, dtype=dtype))
-    native = type(sample)
     with use_threads(threads):
-        if native.__module__.startswith("torch"):
+        if backend.math == "torch":
             result = _profile_torch(backend, cases, out_dir)
         else:
-            result = _profile_python(backend, cases, out_dir, _uses_reference(backend), sample)
+            result = _profile_python(backend, cases, out_dir, by_parts=backend.math == "reference")
     header = (f"profile {impl} on {backend.device}: B={batch_size} T={seq_len} I={input_size} "
               f"H={hidden_size} C={NUM_CLASSES}, {dtype}, threads={threads}")
     totals = "  ".join(f"{p}: median {ms:.3f} ms/call" for p, ms in result.totals_ms.items())
@@ -105,27 +101,19 @@ class _Partial:  # what a path hands back before the common header is added
     breakdown: dict = field(default_factory=dict)
 
 
-def _uses_reference(backend) -> bool:
-    """True when the backend's module runs impls.reference (numpy_backend imports it as
-    `reference`): its parts are then known, whatever array library it binds."""
-    return getattr(sys.modules.get(type(backend).__module__), "reference", None) is reference
-
-
 def _median_ms(fn, sync, min_time_s: float) -> float:
     return 1e3 * measure(fn, sync=sync, min_time_s=min_time_s, warmup_s=0.02).median
 
 
 # ----------------------------------------------------------------- generic / reference path
 
-def _profile_python(backend, cases, out_dir, by_parts: bool, sample) -> _Partial:
+def _profile_python(backend, cases, out_dir, by_parts: bool) -> _Partial:
     sections, files, totals, breakdown, notes = [], [], {}, {}, []
-    # numpy, cupy (array-API wrapped), ...: the namespace reference.* expects
-    xp = array_namespace(sample) if by_parts else None
     for phase, case in cases.items():
-        fn = make_phase(backend, case)
+        fn = make_phase(backend, case).run
         totals[phase] = _median_ms(fn, backend.sync, TOTAL_TIME_S)
         if by_parts:
-            parts, flops = _measure_parts(backend, xp, case)
+            parts, flops = _measure_parts(backend, case)
             parts.append(("Python/framework overhead (total - parts)", "overhead",
                           totals[phase] - sum(ms for _, _, ms in parts)))
             breakdown[phase] = parts
@@ -151,78 +139,73 @@ def _repeat(op, n: int):
     return run
 
 
-def _measure_parts(backend, xp, case) -> tuple[list[tuple[str, str, float]], dict]:
+def _measure_parts(backend, case) -> tuple[list[tuple[str, str, float]], dict]:
     """([(part, kind, ms)], {part: FLOPs}): each part of the phase run alone, on real arrays
     of the real shapes, minus the cost of the _repeat harness (a no-op loop as long)."""
-    specs = _part_specs(backend, xp, case)
+    specs = _part_specs(backend, case)
     per_call = _median_ms(_repeat(lambda i: None, 1000), backend.sync, PART_TIME_S) / 1000
     parts = [(name, kind, max(0.0, _median_ms(_repeat(op, n), backend.sync, PART_TIME_S) - n * per_call))
              for name, kind, op, n, _ in specs]
     return parts, {name: flops for name, _, _, _, flops in specs if flops}
 
 
-def _part_specs(backend, xp, case):
-    """(name, kind, op(i), calls per phase, FLOPs per phase), mirroring impls.reference."""
+def _part_specs(backend, case):
+    """(name, kind, op(i), calls per phase, FLOPs per phase): the functions of
+    impls.reference that the phase calls, with the backend's own xp and kernels."""
+    xp, kernels = backend.xp, backend.kernels
     B, T, I, H = case.size()
     C = NUM_CLASSES
     train = case.phase == "train_step"
     p = backend.from_numpy(impls.init_params(I, H, NUM_CLASSES, seed=0, dtype=case.dtype))
     x = backend.asarray(random_sequences(B, T, I, seed=0, dtype=np.dtype(case.dtype)))
-    logits, cache = reference.forward(xp, p, x)  # realistic states for every operand below
+    logits, cache = reference.forward(xp, p, x, kernels=kernels)  # realistic operands below
     states, xs, h_last = cache["states"], cache["xs"], cache["h_last"]
-    pre_x = xp.reshape(xs @ p["W_xh"].T + p["b_h"], (T, B, H))
-    def hh_copy():  # exactly what reference.forward does: a C-ordered copy of W_hh^T
-        return xp.reshape(xp.reshape(p["W_hh"].T, (-1,)), (H, H))
-
-    W_hh_T, h = hh_copy(), states[T // 2 + 1, ...]
-    hw = h @ W_hh_T
-    a, store = pre_x[0, ...] + hw, xp.empty_like(states)
+    pre_x = reference.input_projection(xp, xs, p["W_xh"], p["b_h"], T, B)  # (T, B, H)
+    W_hh_T, h = reference.transposed_copy(xp, p["W_hh"]), states[T // 2 + 1, ...]
+    hw, store = h @ W_hh_T, xp.empty_like(states)
     specs = [
-        ("input: x to time-major copy", "elementwise",
-         lambda i: xp.reshape(xp.permute_dims(x, (1, 0, 2)), (T * B, I)), 1, 0),
-        ("input: projection GEMM x W_xh^T", "gemm", lambda i: xs @ p["W_xh"].T, 1, 2 * T * B * I * H),
-        ("input: += b_h", "elementwise", lambda i: pre_x.__iadd__(p["b_h"]), 1, 0),
-        ("loop: C-ordered copy of W_hh^T", "elementwise", lambda i: hh_copy(), 1, 0),
+        ("input: x to time-major rows", "elementwise",
+         lambda i: reference.time_major_rows(xp, x, copy=train), 1, 0),
+        ("input: projection GEMM + b_h", "gemm",
+         lambda i: reference.input_projection(xp, xs, p["W_xh"], p["b_h"], T, B), 1, 2 * T * B * I * H),
+        ("loop: C-ordered copy of W_hh^T", "elementwise",
+         lambda i: reference.transposed_copy(xp, p["W_hh"]), 1, 0),
         ("loop: GEMM h W_hh^T", "gemm", lambda i: h @ W_hh_T, T, 2 * T * B * H * H),
-        ("loop: add pre_x[t]", "elementwise", lambda i: pre_x[i, ...] + hw, T, 0),
-        ("loop: tanh", "elementwise", lambda i: xp.tanh(a), T, 0),
+        ("loop: tanh step (add pre_x[t], tanh)", "elementwise",
+         lambda i: kernels.tanh_step(xp, pre_x[i, ...], hw), T, 0),
     ]
     if train:
         specs.append(("loop: store h_t", "elementwise", lambda i: store.__setitem__((i + 1, ...), h), T, 0))
-    specs.append(("head: GEMM + b_y", "gemm", lambda i: h_last @ p["W_hy"].T + p["b_y"], 1, 2 * B * H * C))
+    specs.append(("head: GEMM + b_y", "gemm", lambda i: reference.head(h_last, p["W_hy"], p["b_y"]),
+                  1, 2 * B * H * C))
     if train:
-        specs += _train_part_specs(backend, xp, p, logits, cache, case)
+        specs += _train_part_specs(backend, p, logits, cache, case)
     return specs
 
 
-def _train_part_specs(backend, xp, p, logits, cache, case):
+def _train_part_specs(backend, p, logits, cache, case):
     """The parts a train step adds after the forward: loss, backward, Adam."""
+    xp, kernels = backend.xp, backend.kernels
     B, T, I, H = case.size()
     C = NUM_CLASSES
     labels = backend.asarray(random_labels(B, NUM_CLASSES, seed=0))
     _, dlogits = cross_entropy(logits, labels)
     states, xs, h_last = cache["states"], cache["xs"], cache["h_last"]
-    grads = reference.backward(xp, p, cache, dlogits)
+    grads = reference.backward(xp, p, cache, dlogits, kernels=kernels)
     dh, W_hh = dlogits @ p["W_hy"], p["W_hh"]
-    dpre = xp.empty_like(states[1:, ...])
-    dpre_2d = xp.reshape(dpre, (T * B, H))
-    h_prev = xp.reshape(states[:-1, ...], (T * B, H))
+    dpre = xp.empty_like(states[1:, ...])  # (T, B, H)
     optimizer = Adam(TRAIN_LR)
 
-    def tanh_grad(t):  # as the backward loop: da = dh * (1 - h^2), stored per step
-        h = states[t + 1, ...]
-        dpre[t, ...] = dh * (1 - h * h)
-
-    def head_grads(i):
-        return dlogits.T @ h_last, xp.sum(dlogits, axis=0), dlogits @ p["W_hy"]
+    def tanh_grad(t):  # as the backward loop: through tanh, stored per step
+        dpre[t, ...] = kernels.tanh_backward(xp, dh, states[t + 1, ...])
     return [
         ("loss: cross-entropy + dlogits", "loss+optim", lambda i: cross_entropy(logits, labels), 1, 0),
-        ("head backward: GEMMs + sum", "gemm", head_grads, 1, 4 * B * H * C),
+        ("head backward: GEMMs + sum", "gemm",
+         lambda i: reference.head_backward(xp, dlogits, h_last, p["W_hy"]), 1, 4 * B * H * C),
         ("bwd loop: GEMM da W_hh", "gemm", lambda i: dh @ W_hh, T - 1, 2 * (T - 1) * B * H * H),
         ("bwd loop: tanh' + store", "elementwise", tanh_grad, T, 0),
-        ("weight grads: GEMMs dW_xh, dW_hh", "gemm", lambda i: (dpre_2d.T @ xs, dpre_2d.T @ h_prev), 1,
-         2 * T * B * H * (I + H)),
-        ("weight grads: db_h sum", "elementwise", lambda i: xp.sum(dpre_2d, axis=0), 1, 0),
+        ("weight grads: GEMMs dW_xh, dW_hh + db_h", "gemm",
+         lambda i: reference.weight_gradients(xp, dpre, xs, states), 1, 2 * T * B * H * (I + H)),
         ("optimizer: Adam step", "loss+optim", lambda i: optimizer.step(p, grads), 1, 0),
     ]
 
@@ -292,7 +275,7 @@ def _profile_torch(backend, cases, out_dir) -> _Partial:
         activities.append(ProfilerActivity.CUDA)
     sections, files, totals, notes = [], [], {}, []
     for phase, case in cases.items():
-        fn = make_phase(backend, case)
+        fn = make_phase(backend, case).run
         totals[phase] = _median_ms(fn, backend.sync, TOTAL_TIME_S)  # also the warm-up
         with torch_profile(activities=activities, record_shapes=True) as prof:
             start = time.perf_counter()

@@ -1,5 +1,9 @@
-"""Results on disk: results.csv (tidy, one row per impl x size x phase), raw_times.jsonl
-(every sample behind each row's median), meta.json (machine, versions, command, times).
+"""Results on disk: results.csv (tidy, one row per impl x size x phase; columns in
+bench.record), raw_times.jsonl (every sample behind each row's median), errors.jsonl (the
+traceback behind each `error` row), meta.json (machine, versions, command, times, the
+implementations and their code size when the sweep started).
+
+Reading a run needs only this module and bench.record: no backend, torch or timing code.
 
 Rows are appended and flushed to disk (fsync) one at a time as they finish, so a sweep
 killed at any moment — SIGKILL included — leaves a valid CSV of every finished row; a
@@ -14,13 +18,13 @@ import math
 import os
 from pathlib import Path
 
-from bench.runner import COLUMNS
-from bench.spec import KEY_COLUMNS
+from bench.record import (COLUMNS, KEY_COLUMNS, RAW_TIMES_FIELD, TRACEBACK_FIELD, row_key)
 
 RESULTS_CSV = "results.csv"
 RAW_TIMES = "raw_times.jsonl"
+ERRORS = "errors.jsonl"
 META_JSON = "meta.json"
-INT_COLUMNS = ("batch_size", "seq_len", "input_size", "hidden_size", "threads", "num_classes")
+RUN_FILES = (RESULTS_CSV, RAW_TIMES, ERRORS, META_JSON)
 
 
 def _complete_lines(path: Path) -> str:
@@ -60,17 +64,20 @@ def drop_rows_to_retry(run_dir, retry=("error", "unavailable")) -> int:
 
 
 class RowWriter:
-    """Appends rows to results.csv (header first when new) and raw times beside it."""
+    """Appends rows to results.csv (header first when new), their raw times to
+    raw_times.jsonl and the tracebacks of error rows to errors.jsonl."""
 
     def __init__(self, run_dir: Path):
         self.csv_path = Path(run_dir) / RESULTS_CSV
         self.raw_path = Path(run_dir) / RAW_TIMES
+        self.errors_path = Path(run_dir) / ERRORS
         kept = _complete_lines(self.csv_path)
         _check_header(self.csv_path, kept)
         if kept != (self.csv_path.read_text() if self.csv_path.exists() else ""):
             _replace_text(self.csv_path, kept)  # repair a torn last line before appending
         self._csv = open(self.csv_path, "a", newline="")
         self._raw = open(self.raw_path, "a")
+        self._errors = open(self.errors_path, "a")
         if not kept:
             self._append(self._csv, self._format(COLUMNS))
 
@@ -87,10 +94,13 @@ class RowWriter:
         os.fsync(handle.fileno())
 
     def write(self, row: dict) -> None:
-        raw = row.get("raw_times")
+        key = {k: row[k] for k in KEY_COLUMNS}
+        raw = row.get(RAW_TIMES_FIELD)
         if raw:
-            key = {k: row[k] for k in KEY_COLUMNS}
             self._append(self._raw, json.dumps({**key, "times_s": raw}) + "\n")
+        if row.get(TRACEBACK_FIELD):
+            self._append(self._errors, json.dumps({**key, "reason": row.get("reason"),
+                                                   "traceback": row[TRACEBACK_FIELD]}) + "\n")
         cells = ["" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c]))
                  else row[c] for c in COLUMNS]
         self._append(self._csv, self._format(cells))
@@ -98,6 +108,7 @@ class RowWriter:
     def close(self) -> None:
         self._csv.close()
         self._raw.close()
+        self._errors.close()
 
 
 def read_rows(run_dir) -> list[dict]:
@@ -107,10 +118,19 @@ def read_rows(run_dir) -> list[dict]:
 
 
 def done_keys(run_dir) -> set[tuple]:
-    keys = set()
-    for row in read_rows(run_dir):
-        keys.add(tuple(int(row[k]) if k in INT_COLUMNS else row[k] for k in KEY_COLUMNS))
-    return keys
+    return {row_key(row) for row in read_rows(run_dir)}
+
+
+def read_errors(run_dir) -> dict[tuple, dict]:
+    """key -> {reason, traceback} of the last traceback written for each key (a resume
+    runs error rows again; an older traceback of a key is superseded by a newer one)."""
+    path = Path(run_dir) / ERRORS
+    text = _complete_lines(path)
+    errors = {}
+    for line in text.splitlines():
+        entry = json.loads(line)
+        errors[row_key(entry)] = {"reason": entry.get("reason"), "traceback": entry["traceback"]}
+    return errors
 
 
 def write_meta(run_dir, meta: dict) -> None:

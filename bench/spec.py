@@ -1,5 +1,5 @@
 """What a sweep runs: frozen cases, grids and presets. (What was measured is a record,
-bench.results; how it is shown, bench.report: the three are kept apart.)"""
+bench.record / bench.results; how it is shown, bench.report: the three are kept apart.)"""
 from __future__ import annotations
 
 import itertools
@@ -7,6 +7,8 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from bench.record import KEY_COLUMNS
 
 # transfer: host->device copy of the inputs plus device->host copy of the logits, the
 # copies every other phase excludes from its timed region (a memcpy on the CPU).
@@ -30,14 +32,10 @@ class Case:
 
     def key(self) -> tuple:
         """Identifies the row in results.csv (resume skips keys already there)."""
-        return (self.impl, self.phase, self.batch_size, self.seq_len, self.input_size,
-                self.hidden_size, self.dtype, self.threads)
+        return tuple(getattr(self, column) for column in KEY_COLUMNS)
 
     def size(self) -> tuple[int, int, int, int]:
         return (self.batch_size, self.seq_len, self.input_size, self.hidden_size)
-
-
-KEY_COLUMNS = ("impl", "phase", "batch_size", "seq_len", "input_size", "hidden_size", "dtype", "threads")
 
 
 @dataclass(frozen=True)

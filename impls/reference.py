@@ -32,6 +32,38 @@ class Kernels:
         return dh * (1 - h * h)  # d tanh(a) = 1 - tanh(a)^2, from the output h
 
 
+# --- the parts of a forward and a backward, named so `rnnbench profile` times these very
+# functions one by one (bench/profile.py), not a copy of them ------------------------------
+
+def time_major_rows(xp, x, *, copy: bool):
+    """(B, T, I) -> (T*B, I), time-major rows for one GEMM over every step. With copy=True
+    the result never aliases x (a cache must not change if the caller reuses x's buffer)."""
+    batch_size, seq_len, input_size = x.shape
+    xs = xp.reshape(xp.permute_dims(x, (1, 0, 2)), (seq_len * batch_size, input_size))  # (T*B, I)
+    if copy and (batch_size == 1 or seq_len == 1):
+        # then the reshape is a view of x (with B, T > 1 the reshape already copies)
+        xs = xp.asarray(xs, copy=True)
+    return xs
+
+
+def input_projection(xp, xs, W_xh, b_h, seq_len: int, batch_size: int):
+    """Every step's x_t W_xh^T + b_h as one GEMM, outside the recurrence -> (T, B, H)."""
+    pre_x = xs @ W_xh.T  # (T*B, H)
+    pre_x += b_h  # in place: no second (T*B, H) array
+    return xp.reshape(pre_x, (seq_len, batch_size, W_xh.shape[0]))  # (T, B, H)
+
+
+def transposed_copy(xp, W):
+    """A C-ordered copy of W^T, not the transposed view: OpenBLAS's AVX-512 kernels run
+    h @ W^T about 1.8x faster from it at B=32, H=128 (measured; same speed under AVX2).
+    Reshaping through 1-D is the array-API way to force the copy (no order= there)."""
+    return xp.reshape(xp.reshape(W.T, (-1,)), W.shape[::-1])
+
+
+def head(h_last, W_hy, b_y):
+    return h_last @ W_hy.T + b_y  # (B, C)
+
+
 def forward(xp, params, x, lengths=None, *, keep_states=True, kernels=Kernels):
     """-> (logits (B, C), cache). With keep_states=False only the running h is kept:
     O(B*H) memory instead of O(T*B*H), for inference.
@@ -39,22 +71,11 @@ def forward(xp, params, x, lengths=None, *, keep_states=True, kernels=Kernels):
     Large temporaries are few on purpose: each fresh (T, B, H) array costs page faults
     on first touch, which measured as much as the GEMM that fills it on this machine.
     """
-    W_xh, W_hh, b_h = params["W_xh"], params["W_hh"], params["b_h"]
-    batch_size, seq_len, input_size = x.shape
-    hidden_size = W_hh.shape[0]
-    # One GEMM for the input projection of every time step, outside the recurrence.
-    xs = xp.reshape(xp.permute_dims(x, (1, 0, 2)), (seq_len * batch_size, input_size))  # (T*B, I)
-    if keep_states and (batch_size == 1 or seq_len == 1):
-        # then the reshape is a view of x, and the cache must not change if the caller
-        # reuses x's buffer before backward (with B, T > 1 the reshape already copies)
-        xs = xp.asarray(xs, copy=True)
-    pre_x = xs @ W_xh.T  # (T*B, H)
-    pre_x += b_h  # in place: no second (T*B, H) array
-    pre_x = xp.reshape(pre_x, (seq_len, batch_size, hidden_size))  # (T, B, H)
-    # A C-ordered copy of W_hh^T, not the transposed view: OpenBLAS's AVX-512 kernels run
-    # h @ W^T about 1.8x faster from it at B=32, H=128 (measured; same speed under AVX2).
-    # Reshaping through 1-D is the array-API way to force the copy (no order= there).
-    W_hh_T = xp.reshape(xp.reshape(W_hh.T, (-1,)), W_hh.shape[::-1])  # (H, H)
+    batch_size, seq_len, _ = x.shape
+    hidden_size = params["W_hh"].shape[0]
+    xs = time_major_rows(xp, x, copy=keep_states)  # (T*B, I)
+    pre_x = input_projection(xp, xs, params["W_xh"], params["b_h"], seq_len, batch_size)  # (T, B, H)
+    W_hh_T = transposed_copy(xp, params["W_hh"])  # (H, H)
     h = xp.zeros((batch_size, hidden_size), dtype=x.dtype)
     states = None
     if keep_states:
@@ -72,11 +93,25 @@ def forward(xp, params, x, lengths=None, *, keep_states=True, kernels=Kernels):
         h_last = h
     elif keep_states:
         h_last = xp.sum(states[1:, ...] * mask, axis=0)  # (B, H)
-    logits = h_last @ params["W_hy"].T + params["b_y"]  # (B, C)
+    logits = head(h_last, params["W_hy"], params["b_y"])  # (B, C)
     # pre_x is dead after the loop; backward reuses its memory for the per-step gradients.
     cache = {"batch_size": batch_size, "xs": xs, "states": states, "h_last": h_last,
              "mask": mask, "scratch": pre_x if keep_states else None}
     return logits, cache
+
+
+def head_backward(xp, dlogits, h_last, W_hy):
+    """-> (dW_hy (C, H), db_y (C,), dL/dh_L (B, H))."""
+    return dlogits.T @ h_last, xp.sum(dlogits, axis=0), dlogits @ W_hy
+
+
+def weight_gradients(xp, dpre, xs, states):
+    """The recurrence's weight gradients as GEMMs over all steps at once, after the loop:
+    dpre (T, B, H) per-step pre-activation gradients -> (dW_xh (H, I), dW_hh (H, H), db_h (H,))."""
+    seq_len, batch_size, hidden_size = dpre.shape
+    dpre = xp.reshape(dpre, (seq_len * batch_size, hidden_size))  # (T*B, H)
+    h_prev = xp.reshape(states[:-1, ...], (seq_len * batch_size, hidden_size))  # (T*B, H)
+    return dpre.T @ xs, dpre.T @ h_prev, xp.sum(dpre, axis=0)
 
 
 def backward(xp, params, cache, dlogits, *, kernels=Kernels):
@@ -84,24 +119,17 @@ def backward(xp, params, cache, dlogits, *, kernels=Kernels):
     weight gradients of the recurrence are GEMMs over all steps at once, after it.
     Calling it again on the same cache is safe: every slot of the scratch is rewritten."""
     W_hh = params["W_hh"]
-    states, mask, xs = cache["states"], cache["mask"], cache["xs"]
-    seq_len, batch_size, hidden_size = states.shape[0] - 1, states.shape[1], states.shape[2]
-    grads = {"W_hy": dlogits.T @ cache["h_last"],  # (C, H)
-             "b_y": xp.sum(dlogits, axis=0)}  # (C,)
-    dh_head = dlogits @ params["W_hy"]  # (B, H): dL/dh_L
+    states, mask = cache["states"], cache["mask"]
+    seq_len = states.shape[0] - 1
+    dW_hy, db_y, dh_head = head_backward(xp, dlogits, cache["h_last"], params["W_hy"])
     dpre = cache["scratch"]  # (T, B, H): gradient w.r.t. each step's pre-activation
     dh = xp.zeros_like(dh_head) if mask is not None else dh_head
     for t in range(seq_len - 1, -1, -1):
         if mask is not None:
             dh = dh + mask[t, ...] * dh_head  # the head reads h at each sequence's own last step
-        h = states[t + 1, ...]
-        da = kernels.tanh_backward(xp, dh, h)  # (B, H): through tanh
+        da = kernels.tanh_backward(xp, dh, states[t + 1, ...])  # (B, H): through tanh
         dpre[t, ...] = da
         if t > 0:  # h_0 is a constant zero: no gradient flows into it
             dh = da @ W_hh
-    dpre = xp.reshape(dpre, (seq_len * batch_size, hidden_size))  # (T*B, H)
-    h_prev = xp.reshape(states[:-1, ...], (seq_len * batch_size, hidden_size))  # (T*B, H)
-    grads["W_xh"] = dpre.T @ xs  # (H, I)
-    grads["W_hh"] = dpre.T @ h_prev  # (H, H)
-    grads["b_h"] = xp.sum(dpre, axis=0)  # (H,)
-    return grads
+    dW_xh, dW_hh, db_h = weight_gradients(xp, dpre, cache["xs"], states)
+    return {"W_xh": dW_xh, "W_hh": dW_hh, "b_h": db_h, "W_hy": dW_hy, "b_y": db_y}

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import impls
-from bench.oracle import check_case, compare, reference
+from bench.oracle import compare, float64_logits_and_grads, seeded_inputs
 from conftest import backend_or_skip, impl_params, temporary_entry
-from impls import reference as reference_math
+from impls import reference
 
 # (batch_size, seq_len, input_size, hidden_size, num_classes)
 SHAPES = {
@@ -46,7 +46,7 @@ def check_against_oracle(name, shape, dtype, lengths=None):
     backend = backend_or_skip(name)
     if np.dtype(dtype) not in backend.dtypes:
         pytest.skip(f"{name} does not run {np.dtype(dtype)}")
-    params, x, dlogits = check_case(*shape, seed=7, dtype=dtype)
+    params, x, dlogits = seeded_inputs(*shape, seed=7, dtype=dtype)
     # Precondition: the backend receives exactly the oracle's params and inputs.
     native = backend.from_numpy(params)
     for key, value in backend.to_numpy(native).items():
@@ -78,7 +78,7 @@ def test_padding_never_changes_a_result(name):
     """Right-padding is exact: each sequence's logits equal those of the unpadded
     sequence run alone, whatever values fill the padding."""
     backend = backend_or_skip(name)
-    params, x, _ = check_case(4, 10, 3, 8, 5, seed=3)
+    params, x, _ = seeded_inputs(4, 10, 3, 8, 5, seed=3)
     lengths = np.array([10, 3, 7, 1])
     padded = x.copy()
     for i, n in enumerate(lengths):
@@ -93,7 +93,7 @@ def test_padding_never_changes_a_result(name):
 @pytest.mark.parametrize("name", impls.names())
 def test_predict_equals_forward(name):
     backend = backend_or_skip(name)
-    params, x, _ = check_case(3, 6, 4, 8, 2, seed=5)
+    params, x, _ = seeded_inputs(3, 6, 4, 8, 2, seed=5)
     native, xn = backend.from_numpy(params), backend.asarray(x)
     logits = backend.to_numpy(backend.forward(native, xn)[0])
     np.testing.assert_allclose(backend.to_numpy(backend.predict(native, xn)), logits, rtol=1e-13)
@@ -106,10 +106,10 @@ def test_a_new_cpu_backend_needs_its_math_and_nothing_else():
         name = "minimal"
 
         def _forward(self, params, x, lengths):
-            return reference_math.forward(np, params, x, lengths)
+            return reference.forward(np, params, x, lengths)
 
         def _backward(self, params, cache, dlogits):
-            return reference_math.backward(np, params, cache, dlogits)
+            return reference.backward(np, params, cache, dlogits)
 
     with temporary_entry("minimal", types.SimpleNamespace(create=lambda device=None: Minimal())):
         check_against_oracle("minimal", SHAPES["typical"], np.float32)
@@ -124,7 +124,7 @@ def test_bound_calls_equal_the_checked_ones(name):
     """backend.bind checks once; its calls then give bitwise what the checked calls give,
     and params passed to a bound call (an optimiser's update) replace the bound ones."""
     backend = backend_or_skip(name)
-    params, x, dlogits = check_case(3, 6, 4, 8, 2, seed=5)
+    params, x, dlogits = seeded_inputs(3, 6, 4, 8, 2, seed=5)
     native, xn, dn = backend.from_numpy(params), backend.asarray(x), backend.asarray(dlogits)
     lengths = backend.asarray(np.array([6, 2, 4]))
     bound = backend.bind(native, xn, lengths)
@@ -152,7 +152,7 @@ def test_bound_calls_equal_the_checked_ones(name):
 def test_no_hidden_state_between_calls(name):
     """Same inputs -> bitwise the same outputs, and backward repeats on one cache."""
     backend = backend_or_skip(name)
-    params, x, dlogits = check_case(3, 6, 4, 8, 2, seed=5)
+    params, x, dlogits = seeded_inputs(3, 6, 4, 8, 2, seed=5)
     native, xn, dn = backend.from_numpy(params), backend.asarray(x), backend.asarray(dlogits)
     first_logits, cache = backend.forward(native, xn)
     backend.forward(native, backend.asarray(x[::-1].copy()))  # an unrelated call in between
@@ -168,7 +168,7 @@ def test_no_hidden_state_between_calls(name):
 @pytest.mark.parametrize("name", impls.names())
 def test_from_numpy_does_not_alias_caller_arrays(name):
     backend = backend_or_skip(name)
-    params, x, _ = check_case(2, 3, 2, 4, 2, seed=0)
+    params, x, _ = seeded_inputs(2, 3, 2, 4, 2, seed=0)
     native = backend.from_numpy(params)
     before = backend.to_numpy(backend.predict(native, backend.asarray(x))).copy()
     params["W_hh"] += 1.0  # the caller mutates its own dict afterwards
@@ -179,14 +179,14 @@ def test_from_numpy_does_not_alias_caller_arrays(name):
 def test_oracle_matches_central_differences():
     """The oracle's own gradients, against finite differences of its logits."""
     pytest.importorskip("torch", reason=ORACLE_NEEDS_TORCH)
-    params, x, dlogits = check_case(2, 5, 3, 4, 3, seed=11)
-    _, grads = reference(params, x, dlogits)
+    params, x, dlogits = seeded_inputs(2, 5, 3, 4, 3, seed=11)
+    _, grads = float64_logits_and_grads(params, x, dlogits)
     eps = 1e-6
     for key, value in params.items():
         for index in np.ndindex(value.shape):
             bumped = {k: v.copy() for k, v in params.items()}
             bumped[key][index] += eps
-            up = np.sum(reference(bumped, x)[0] * dlogits)
+            up = np.sum(float64_logits_and_grads(bumped, x)[0] * dlogits)
             bumped[key][index] -= 2 * eps
-            down = np.sum(reference(bumped, x)[0] * dlogits)
+            down = np.sum(float64_logits_and_grads(bumped, x)[0] * dlogits)
             assert abs((up - down) / (2 * eps) - grads[key][index]) < 1e-7, (key, index)

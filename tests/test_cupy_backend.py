@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import impls
-from bench.oracle import check_case
+from bench.oracle import seeded_inputs
 from impls import reference
 
 MODULE = "impls.cupy_backend"
@@ -158,7 +158,7 @@ def test_backend_wiring_on_a_numpy_stand_in(monkeypatch, fresh_module, lengths):
     with pytest.raises(impls.Unavailable, match="cupy sees 2 CUDA GPU"):
         impls.get("cupy", "cuda:2")
 
-    params, x, dlogits = check_case(3, 6, 4, 5, 3, seed=1)
+    params, x, dlogits = seeded_inputs(3, 6, 4, 5, 3, seed=1)
     lengths = None if lengths is None else np.array(lengths)
     native, xn = backend.from_numpy(params), backend.asarray(x)
     assert all(native[k] is not params[k] for k in params)  # (x: numpy is "native" here)
@@ -210,7 +210,7 @@ def _queue_gpu_work(cp, milliseconds):
 
 
 def _native_case(backend, shape, dtype, lengths=None, seed=0):
-    params, x, dlogits = check_case(*shape, seed=seed, dtype=dtype)
+    params, x, dlogits = seeded_inputs(*shape, seed=seed, dtype=dtype)
     native = (backend.from_numpy(params), backend.asarray(x), backend.asarray(dlogits),
               None if lengths is None else backend.asarray(np.asarray(lengths)))
     return (params, x, dlogits), native

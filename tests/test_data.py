@@ -1,11 +1,11 @@
-"""Tests for bench.data: loaders, splits, standardisation, .npz safety, batching."""
+"""Tests for bench.train.data: loaders, splits, standardisation, .npz safety, batching."""
 
 import pickle
 
 import numpy as np
 import pytest
 
-from bench.data import (
+from bench.train.data import (
     DATASETS,
     Dataset,
     feature_stats,

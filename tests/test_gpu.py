@@ -10,7 +10,7 @@ import pytest
 import impls
 from bench.results import load_run
 from bench.spec import build_grid
-from bench.sweep import run_sweep
+from bench.run.sweep import run_sweep
 from conftest import backend_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def test_gpu_check_refuses_cleanly_without_a_gpu(tmp_path):
 @pytest.mark.parametrize("name", ["torch_cuda", "cupy"])
 def test_gpu_train_step_device_memory_grows_with_seq_len(name):
     backend = backend_or_skip(name)
-    from bench.runner import make_phase
+    from bench.run.bind import make_phase
     from bench.spec import Case
 
     peaks = [backend.peak_memory_bytes(make_phase(backend, Case(name, "train_step", 32, t, 16, 256)))

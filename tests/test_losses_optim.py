@@ -1,4 +1,4 @@
-"""bench.losses and bench.optim: against PyTorch's own implementations (float64, 1e-12),
+"""bench.train.losses and bench.train.optim: against PyTorch's own implementations (float64, 1e-12),
 and portable: the same functions on numpy, torch and array-api-strict arrays (the
 stand-in for CuPy, which allows nothing beyond the array API standard)."""
 import math
@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from bench import losses, optim
+from bench.train import losses
+from bench.train import optim
 
 SHAPES = {"W_xh": (5, 3), "W_hh": (5, 5), "b_h": (5,), "W_hy": (4, 5), "b_y": (4,)}
 

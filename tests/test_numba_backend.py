@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import impls
-from bench.oracle import check_case
+from bench.oracle import seeded_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_matmul_paths_and_blocks_agree_with_numpy(batch_size, block_bytes, dtype
     if block_bytes is not None:
         from impls import numba_backend as nb
         monkeypatch.setattr(nb, "BLOCK_BYTES", block_bytes)
-    params, x, dlogits = check_case(batch_size, 50, 3, 10, 4, seed=4, dtype=dtype)
+    params, x, dlogits = seeded_inputs(batch_size, 50, 3, 10, 4, seed=4, dtype=dtype)
     lengths = np.arange(batch_size) * 7 % 50 + 1
     reference = impls.get("numpy")
     ref_logits, ref_cache = reference.forward(params, x, lengths)

@@ -138,8 +138,8 @@ def test_new_values_never_hit_a_stale_session(tmp_path):
 
 
 def test_int8_agrees_with_fp32_on_digits():
-    from bench.data import load_digits_rows
-    from bench.train import TrainConfig, evaluate, train
+    from bench.train.data import load_digits_rows
+    from bench.train.loop import TrainConfig, evaluate, train
 
     fp32, int8 = backend_or_skip("onnx_fp32"), backend_or_skip("onnx_int8")
     dataset = load_digits_rows()

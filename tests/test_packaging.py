@@ -28,7 +28,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_core_imports_without_torch():
     """impls, the numpy backend, data, training and the CLI import with torch blocked."""
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import impls, bench.cli, bench.data, bench.train, bench.losses, bench.optim\n"
+            "import impls, bench.cli, bench.train.data, bench.train.loop, bench.train.losses, bench.train.optim\n"
             "status = impls.available()\n"
             "assert status['numpy'] and not status['torch'], status\n"
             "assert '.[torch]' in status['torch'].reason, status['torch'].reason\n")

@@ -82,9 +82,10 @@ def test_bad_dtype_raises_value_error(tmp_path):
 
 
 class _OpaqueBackend(impls.get("numpy").__class__):
-    """A backend whose math the profiler cannot see into (its module does not bind
-    impls.reference as `reference`): stands in for numba, onnx, ..."""
+    """A backend whose math the profiler cannot see into (it declares math = "native"):
+    stands in for numba, onnx, ..."""
     name = "opaque"
+    math = "native"
 
 
 def test_unknown_kind_of_backend_gets_the_generic_cprofile_path(tmp_path, monkeypatch):

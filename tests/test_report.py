@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 import impls
-from bench import flops, plots, report
-from bench.results import load_run
-from bench.runner import COLUMNS
+from bench.measure import analytic as flops
+from bench.measure.code import count_code_lines, implementations_meta
+from bench.record import COLUMNS
+from bench.report import comparison, plots, selection, tables
+from bench.report import document as report
+from bench.results import load_run, read_meta
 
 PEAK = 100.0  # GFLOP/s, the synthetic calibration
 # an implementation this checkout does not register (a run from another checkout)
@@ -72,7 +75,9 @@ def write_run(folder: Path, batch=(1, 4), seq=(4, 16), hidden=(8, 32)) -> Path:
                         "blas": [{"internal_api": "openblas", "version": "0.3"}], "gpus": [],
                         "git_commit": "abc123"},
             "calibration": [{"dtype": "float32", "threads": 1,
-                             "gemm_gflops": {"numpy": PEAK, "torch": 50.0, "peak": PEAK}}]}
+                             "gemm_gflops": {"numpy": PEAK, "torch": 50.0, "peak": PEAK}}],
+            # what a sweep records when it starts (this checkout's registry and code size)
+            "implementations": implementations_meta()}
     (folder / "meta.json").write_text(json.dumps(meta))
     return folder
 
@@ -106,9 +111,9 @@ def test_report_embeds_every_plot_it_references(run_dir, written):
 
 def test_comparison_table_has_one_column_per_impl_and_the_four_dimensions(run_dir):
     frame = load_run(run_dir)
-    table = report.comparison_table(frame, {})
+    table = comparison.comparison_table(frame, {})
     assert list(table.columns) == ["numpy", "torch", "ghost"]
-    assert list(dict.fromkeys(table.index.get_level_values("dimension"))) == list(report.DIMENSIONS)
+    assert list(dict.fromkeys(table.index.get_level_values("dimension"))) == list(comparison.DIMENSIONS)
     claims = table.xs("article's claim", level="measure")
     assert claims.loc["gradients", "torch"] == "autograd"
     assert claims.loc["development effort", "numpy"] == "implement every detail"
@@ -119,14 +124,14 @@ def test_comparison_table_has_one_column_per_impl_and_the_four_dimensions(run_di
 
 
 def test_lines_of_code_count_each_registered_source(run_dir):
-    table = report.comparison_table(load_run(run_dir), {})
+    table = comparison.comparison_table(load_run(run_dir), read_meta(run_dir))
     loc_row = table.loc["development effort"].iloc[1]
     folder = Path(impls.__file__).parent
     for name in ("numpy", "torch"):
-        expected = sum(report.count_code_lines(folder / f) for f in impls.entry(name).sources)
+        expected = sum(count_code_lines(folder / f) for f in impls.entry(name).sources)
         assert expected > 0
         assert loc_row[name].startswith(f"{expected} (")
-    assert loc_row["ghost"] == report.NONE  # not registered here: nothing to count
+    assert loc_row["ghost"] == tables.NONE  # not registered here: nothing to count
 
 
 def test_count_code_lines_skips_blanks_comments_and_docstrings(tmp_path):
@@ -154,7 +159,7 @@ def test_count_code_lines_skips_blanks_comments_and_docstrings(tmp_path):
     path = tmp_path / "sample.py"
     path.write_text(source)
     # import, def, text, value (2 lines), return, class, note
-    assert report.count_code_lines(path) == 8
+    assert count_code_lines(path) == 8
 
 
 def test_speedup_is_the_ratio_of_medians_from_the_csv(run_dir):
@@ -163,14 +168,14 @@ def test_speedup_is_the_ratio_of_medians_from_the_csv(run_dir):
     key = dict(phase="train_step", batch_size="4", seq_len="16", hidden_size="32")
     median = {r["impl"]: float(r["median_s"]) for r in rows
               if all(r[k] == v for k, v in key.items()) and r["status"] == "ok"}
-    ratios = plots.speedups(load_run(run_dir))
+    ratios = selection.speedups(load_run(run_dir))
     hit = ratios[(ratios["impl"] == "numpy") & (ratios["phase"] == "train_step")
                  & (ratios["batch_size"] == 4) & (ratios["seq_len"] == 16) & (ratios["hidden_size"] == 32)]
     assert len(hit) == 1
     assert hit["speedup"].iloc[0] == pytest.approx(median["torch"] / median["numpy"])
     assert hit["speedup"].iloc[0] == pytest.approx(2.0)
     # forward: 7 cases at 2x and one at 2/3, so the geometric mean is (2^7 * 2/3)^(1/8)
-    means = report.geomean_speedups(load_run(run_dir)).set_index(["impl", "phase"])
+    means = selection.geomean_speedups(load_run(run_dir)).set_index(["impl", "phase"])
     assert means.loc[("numpy", "forward"), "geomean"] == pytest.approx((2**7 * 2 / 3) ** (1 / 8))
     assert means.loc[("numpy", "forward"), "n"] == 8
 
@@ -204,10 +209,10 @@ def test_plots_skip_gracefully_on_a_single_size(tmp_path):
 def test_markdown_table_fallback_escapes_pipes():
     import pandas as pd
 
-    text = report.markdown_table(pd.DataFrame({"a": ["x|y", None], "b": [1, 2]}))
+    text = tables.markdown_table(pd.DataFrame({"a": ["x|y", None], "b": [1, 2]}))
     lines = text.splitlines()
     assert len(lines) == 4 and set(lines[1]) <= {"|", "-", " ", ":"}
-    assert "x\\|y" in lines[2] and report.NONE in lines[3]
+    assert "x\\|y" in lines[2] and tables.NONE in lines[3]
 
 
 def test_importing_report_stays_cheap():
@@ -216,9 +221,9 @@ def test_importing_report_stays_cheap():
 
 
 def test_report_from_a_tiny_real_sweep(tmp_path, monkeypatch):
-    from bench import machine
+    from bench.measure import machine
     from bench.spec import build_grid
-    from bench.sweep import run_sweep
+    from bench.run.sweep import run_sweep
 
     # the report is under test, not the calibration GEMMs (seconds): a fixed peak
     monkeypatch.setattr(machine, "gemm_peak_gflops", lambda dtype, threads, device="cpu": {"numpy": PEAK, "peak": PEAK})
@@ -237,7 +242,7 @@ def test_report_from_a_tiny_real_sweep(tmp_path, monkeypatch):
 
 def test_key_results_show_diagnostics_only_when_reported(run_dir):
     frame = load_run(run_dir)
-    rep = plots.representative(frame)
+    rep = selection.representative(frame)
     assert "diagnostics" not in report.key_results(frame, rep).columns
     at_rep = (frame[list(rep)] == list(rep.values())).all(axis=1) & (frame["impl"] == "torch")
     frame.loc[at_rep, "recompiles"] = 3

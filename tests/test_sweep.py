@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 import impls
-from bench import flops, memory, timing
+from bench.measure import analytic as flops
+from bench.measure import memory
+from bench.measure import timing
 from bench.results import RESULTS_CSV, done_keys, load_run, load_runs, read_rows
 from bench.spec import Case, build_grid, load_config
-from bench.sweep import run_sweep, skip_reason
+from bench.run.sweep import run_sweep, skip_reason
 from conftest import temporary_entry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +158,7 @@ def test_train_step_memory_grows_with_seq_len(name):
     if not memory.supported():
         pytest.skip("peak memory needs Linux /proc/self/clear_refs")
     from conftest import backend_or_skip
-    from bench.runner import make_phase
+    from bench.run.bind import make_phase
 
     backend = backend_or_skip(name)
     peaks = [memory.peak_bytes(make_phase(backend, Case(name, "train_step", 32, seq_len, 16, 128)))

@@ -1,7 +1,7 @@
 """Targets are computed from medians of one run, and say when a run cannot tell."""
 import pandas as pd
 
-from bench.targets import ARTICLE_SIZE, evaluate_targets
+from bench.report.targets import ARTICLE_SIZE, evaluate_targets
 
 
 def row(impl, phase, median_s, **overrides):
@@ -32,7 +32,7 @@ def test_accuracy_drop_is_at_most_target():
 
 
 def test_gpu_run_compares_cupy_with_cudnn_and_uses_it_as_baseline():
-    from bench.plots import baseline_for
+    from bench.report.selection import baseline_for
 
     size = dict(batch_size=64, seq_len=50, input_size=1760, hidden_size=1760)
     rows = [row("torch_cuda", "forward", 1.0, device="cuda:0", **size),

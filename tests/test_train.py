@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 import impls
-from bench import data, optim, train
-from bench.train import TrainConfig
+from bench.train import data
+from bench.train import optim
+from bench.train import loop as train
+from bench.train.loop import TrainConfig
 from conftest import backend_or_skip
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import impls
-from bench.flops import phase_flops
-from bench.machine import use_threads
-from bench.runner import make_phase
+from bench.measure.analytic import phase_flops
+from bench.measure.machine import use_threads
+from bench.run.bind import make_phase
 from bench.spec import Case
 from conftest import backend_or_skip, impl_params
 

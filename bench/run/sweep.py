@@ -9,16 +9,21 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import traceback
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 import impls
-from bench import flops, machine, memory
-from bench.results import (META_JSON, RAW_TIMES, RESULTS_CSV, RowWriter, done_keys,
-                           drop_rows_to_retry, read_meta, write_meta)
-from bench.runner import empty_row, oracle_error, run_case
+from bench.measure import analytic
+from bench.measure import machine
+from bench.measure import memory
+from bench.measure.code import implementations_meta
+from bench.record import TRACEBACK_FIELD, empty_row
+from bench.results import (RESULTS_CSV, RUN_FILES, RowWriter, done_keys, drop_rows_to_retry,
+                           read_meta, write_meta)
+from bench.run.case import oracle_error, run_case
 from bench.spec import Case, Grid
 
 # Before a case runs, its cost is estimated from its FLOPs at this fraction of the
@@ -43,15 +48,15 @@ def skip_reason(case: Case, peak_gflops: float, max_case_s: float) -> str | None
     """Why `case` cannot fit this machine, decided before it runs; None if it fits."""
     # backward is costed as a whole train step: its setup runs a forward too
     costed_as = {"backward": "train_step"}.get(case.phase, case.phase)
-    work = flops.phase_flops(costed_as, case.batch_size, case.seq_len, case.input_size, case.hidden_size)
+    work = analytic.phase_flops(costed_as, case.batch_size, case.seq_len, case.input_size, case.hidden_size)
     estimate_s = CALLS_PER_CASE * work / (ASSUMED_EFFICIENCY * peak_gflops * 1e9)
     if estimate_s > max_case_s:
         return (f"estimated {estimate_s:.0f} s for this case (at {ASSUMED_EFFICIENCY:.0%} of the "
                 f"{peak_gflops:.0f} GFLOP/s peak) exceeds --max-case-s {max_case_s:.0f}")
     # training keeps ~3 activation sets alive (states, scratch, copies); params + Adam x4
-    need = 3 * flops.activation_bytes("train_step", case.batch_size, case.seq_len, case.input_size,
+    need = 3 * analytic.activation_bytes("train_step", case.batch_size, case.seq_len, case.input_size,
                                       case.hidden_size, case.dtype)
-    need += 4 * flops.num_params(case.input_size, case.hidden_size, case.num_classes) * np.dtype(case.dtype).itemsize
+    need += 4 * analytic.num_params(case.input_size, case.hidden_size, case.num_classes) * np.dtype(case.dtype).itemsize
     have = available_memory_bytes()
     if have and need > MEMORY_HEADROOM * have:
         return f"needs ~{need / 2**30:.1f} GiB, more than {MEMORY_HEADROOM:.0%} of the {have / 2**30:.1f} GiB available"
@@ -62,7 +67,7 @@ def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
     if (out / RESULTS_CSV).exists() and not (resume or force):
         raise ValueError(f"{out} already holds a run; pass --resume to finish it or --force to overwrite it")
     if force and out.exists():
-        for name in (RESULTS_CSV, RAW_TIMES, META_JSON, IN_PROGRESS, "report.md"):
+        for name in (*RUN_FILES, IN_PROGRESS, "report.md"):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "plots", ignore_errors=True)
         shutil.rmtree(out / "exports", ignore_errors=True)
@@ -125,8 +130,8 @@ def accuracy_rows(state: _Sweep, grid: Grid, names: list[str], epochs: int) -> l
     """Test accuracy and time-to-accuracy on digits with a fixed epoch budget, per
     implementation in `names`; forward-only ones evaluate weights trained by the first
     trainable one before them (numpy, in registry order)."""
-    from bench.data import load_digits_rows
-    from bench.train import TrainConfig, evaluate, train
+    from bench.train.data import load_digits_rows
+    from bench.train.loop import TrainConfig, evaluate, train
 
     dataset = load_digits_rows()
     config = TrainConfig(epochs=epochs, patience=epochs)
@@ -162,6 +167,7 @@ def accuracy_rows(state: _Sweep, grid: Grid, names: list[str], epochs: int) -> l
                     row.update(status="skipped", reason="forward-only and no trained weights yet")
         except Exception as exc:  # a row, not a crash
             row.update(status="error", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            row[TRACEBACK_FIELD] = traceback.format_exc()
         rows.append(row)
     return rows
 
@@ -186,14 +192,18 @@ class _Attempts:
 
 
 def _start_meta(out: Path, grid: Grid, command, max_case_s: float, resume: bool) -> dict:
+    """How the run began: command, grid, machine, and the implementations with their code
+    size now (the report reads them from here, never from a later checkout)."""
     meta = {"command": command, "started": machine.now(), "finished": None,
             "grid": asdict(grid), "max_case_s": max_case_s,
             "machine": machine.machine_meta(), "memory_method": "VmHWM after clear_refs"
-            if memory.supported() else "unsupported"}
+            if memory.supported() else "unsupported",
+            "implementations": implementations_meta()}
     earlier = read_meta(out) if resume else {}
     if earlier:  # a resume keeps how the run began, and lists every continuation
-        meta = {**earlier, "finished": None,
-                "resumes": earlier.get("resumes", []) + [{"command": command, "started": meta["started"]}]}
+        continuation = {"command": command, "started": meta["started"],
+                        "git_commit": meta["machine"].get("git_commit")}
+        meta = {**earlier, "finished": None, "resumes": earlier.get("resumes", []) + [continuation]}
     return meta
 
 

@@ -1,8 +1,8 @@
 """PNG figures of a run, drawn from its results frame alone (bench.results.load_run) into
 DIR/plots/. Each plot function returns the paths it wrote, and writes nothing when the run
 lacks what it needs (one batch size only, no torch to compare with, no accuracy rows).
-The row selection the report quotes (ok rows, the representative size, speed-ups) lives
-here too, so a figure and the table beside it always show the same rows.
+Which rows a figure shows comes from bench.report.selection, as for the report's tables,
+so a figure and the table beside it always show the same rows.
 
 One colour per implementation, the same in every figure and every run; hollow markers are
 noisy medians (IQR / median > 10 %). matplotlib is imported inside functions, and figures
@@ -15,11 +15,9 @@ import warnings
 import zlib
 from pathlib import Path
 
-TIMING_PHASES = ("forward", "backward", "train_step")
-BASELINE = "torch"  # torch eager: the article's PyTorch column, what every ratio divides by
-GPU_BASELINE = "torch_cuda"  # a GPU-only run (the gpu preset): cuDNN's nn.RNN instead
-SIZE_DIMS = ("batch_size", "seq_len", "input_size", "hidden_size")
-SHORT = {"batch_size": "B", "seq_len": "T", "input_size": "I", "hidden_size": "H"}
+from bench.report.selection import (SHORT, SIZE_DIMS, TIMING_PHASES, baseline_for, impl_order,
+                                    matching, ok_timing, representative, size_label, slice_along,
+                                    speedups)
 
 # Fixed palette slots: the registered and planned implementations keep their colour
 # whichever subset a run holds; any other name hashes into a second palette.
@@ -28,104 +26,12 @@ PALETTE_ORDER = ("numpy", "torch", "numba", "torchscript", "torch_compile", "onn
 PHASE_MARKERS = {"forward": "o", "backward": "s", "train_step": "^"}
 AXIS_LABELS = {"batch_size": "batch size B (sequences)", "seq_len": "sequence length T (steps)",
                "hidden_size": "hidden size H (units)", "input_size": "input size I (features)"}
-PLOT_PREFIXES = ("throughput_", "speedup_", "memory", "pct_peak", "accuracy", "compile_")
-
-
-# ---------------------------------------------------------------- which rows to show
-
-def ok_timing(frame):
-    """Rows with a measured median: status ok, a timing phase (not accuracy)."""
-    return frame[(frame["status"] == "ok") & frame["phase"].isin(TIMING_PHASES)]
-
-
-def case_keys(frame) -> list[str]:
-    """What identifies one measured case; `run` too, so concatenated runs never pair."""
-    return (["run"] if "run" in frame.columns else []) + [*SIZE_DIMS, "dtype", "threads", "phase"]
-
-
-def impl_order(frame) -> list[str]:
-    """Registered order first (numpy, torch, ...), then any other name alphabetically."""
-    import impls
-
-    present = list(dict.fromkeys(frame["impl"]))
-    known = [n for n in impls.names() if n in present]
-    return known + sorted(n for n in present if n not in known)
-
-
-def _upper_median(values):
-    ordered = sorted(set(values))
-    return ordered[len(ordered) // 2]
-
-
-def representative(frame) -> dict:
-    """The one size the report quotes and the plots fix the other axes at: float32 if run,
-    the largest thread count, then the measured size nearest (in log distance) to the upper
-    median of each dimension among the sizes that the most implementations ran."""
-    rows = ok_timing(frame)
-    if rows.empty:
-        return {}
-    dtype = "float32" if "float32" in set(rows["dtype"]) else rows["dtype"].mode().iloc[0]
-    rows = rows[rows["dtype"] == dtype]
-    threads = int(rows["threads"].max())
-    rows = rows[rows["threads"] == threads]
-    target = {d: _upper_median(rows[d]) for d in SIZE_DIMS}
-    sizes = rows.groupby(list(SIZE_DIMS))["impl"].nunique().rename("impls").reset_index()
-    sizes["distance"] = [sum(abs(math.log(r[d] / target[d])) for d in SIZE_DIMS)
-                         for _, r in sizes.iterrows()]
-    best = sizes.sort_values(["impls", "distance"], ascending=[False, True]).iloc[0]
-    return {**{d: int(best[d]) for d in SIZE_DIMS}, "dtype": dtype, "threads": threads}
-
-
-def size_label(values: dict) -> str:
-    """'B=32 T=64 I=32 H=128, float32, 1 thread' for whichever keys are given."""
-    parts = [" ".join(f"{SHORT[d]}={values[d]}" for d in SIZE_DIMS if d in values)]
-    if "dtype" in values:
-        parts.append(str(values["dtype"]))
-    if "threads" in values:
-        parts.append(f"{values['threads']} thread{'s' if values['threads'] != 1 else ''}")
-    return ", ".join(p for p in parts if p)
-
-
-def matching(frame, values: dict):
-    mask = frame["impl"].notna()
-    for key, value in values.items():
-        mask &= frame[key] == value
-    return frame[mask]
-
-
-def slice_along(frame, dims, rep: dict, *, ok_only: bool = True):
-    """(rows, fixed): the (ok timing) rows varying `dims` (one name or several) with every
-    other dimension at `rep`. input_size is released when that alone leaves under 2
-    points (grids where input = hidden, as DeepBench's). Empty when there are not 2."""
-    dims = [dims] if isinstance(dims, str) else list(dims)
-    rows = ok_timing(frame) if ok_only else frame
-    for released in ((), ("input_size",)):
-        fixed = {k: v for k, v in rep.items() if k not in dims and k not in released}
-        sub = matching(rows, fixed)
-        if len(sub.drop_duplicates(dims)) >= 2:
-            return sub, fixed
-    return rows.iloc[:0], fixed
-
-
-def baseline_for(frame) -> str:
-    """torch eager when the run has it, else torch on CUDA (a GPU run), else torch."""
-    ran = set(ok_timing(frame)["impl"])
-    return BASELINE if BASELINE in ran or GPU_BASELINE not in ran else GPU_BASELINE
-
-
-def speedups(frame, baseline: str | None = None):
-    """Per case, each other implementation's speed-up over `baseline` measured in the same
-    run: baseline median / implementation median (> 1: faster than the baseline)."""
-    baseline = baseline or baseline_for(frame)
-    rows = ok_timing(frame).assign(noisy=lambda f: f["noisy"].eq(True))
-    keys = case_keys(rows)
-    base = (rows[rows["impl"] == baseline].drop_duplicates(keys, keep="last")
-            [keys + ["median_s", "noisy"]]
-            .rename(columns={"median_s": "baseline_median_s", "noisy": "baseline_noisy"}))
-    merged = rows[rows["impl"] != baseline].merge(base, on=keys, how="inner")
-    merged["speedup"] = merged["baseline_median_s"] / merged["median_s"]
-    return merged[["impl", *keys, "median_s", "baseline_median_s", "speedup", "noisy",
-                   "baseline_noisy"]]
+# file-name prefix -> the report's heading for those figures (the report embeds them in
+# this order; make_plots removes only files with these prefixes)
+FIGURES = (("throughput_", "Throughput"), ("speedup_", "Speed-up over the torch baseline"),
+           ("pct_peak", "Percent of peak"), ("memory", "Memory"),
+           ("compile_", "First call (compile) time"), ("accuracy", "Accuracy vs throughput"))
+PLOT_PREFIXES = tuple(prefix for prefix, _ in FIGURES)
 
 
 # ---------------------------------------------------------------- figures

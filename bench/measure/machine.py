@@ -48,7 +48,7 @@ def gemm_peak_gflops(dtype: str, threads: int, size: int = 1024, seconds: float 
     """Measured peak: the best GFLOP/s of square GEMMs in numpy (OpenBLAS), torch (MKL) and
     ONNX Runtime (MLAS) at this dtype and thread count, or on a CUDA device through torch
     and CuPy. It is the roofline every row's pct_peak refers to."""
-    from bench.timing import measure
+    from bench.measure.timing import measure
 
     if device.startswith("cuda"):
         return gpu_gemm_peak_gflops(dtype, device, seconds=seconds)
@@ -107,7 +107,7 @@ def _onnxruntime_matmul(dtype: str, threads: int):
 
 def gpu_gemm_peak_gflops(dtype: str, device: str, size: int = 8192, seconds: float = 0.5) -> dict:
     """The GPU's GEMM rate in `dtype` (TF32 off: float32 means float32), synchronised."""
-    from bench.timing import measure
+    from bench.measure.timing import measure
 
     flops, result = 2 * size ** 3, {}
     with contextlib.suppress(ImportError):

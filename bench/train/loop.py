@@ -3,7 +3,7 @@
     result = train(impls.get("numpy"), load_dataset("digits"), TrainConfig())
 
 The loop only calls backend.forward / backward / predict and the array-API code of
-bench.losses and bench.optim, so a backend that passes the conformance tests trains here
+bench.train.losses and bench.train.optim, so a backend that passes the conformance tests trains here
 unchanged. Data is converted to the backend's native arrays once per run; parameters
 stay native throughout and come back as the canonical numpy dict at the end.
 """
@@ -18,7 +18,9 @@ import numpy as np
 from array_api_compat import array_namespace
 
 import impls
-from bench import data, losses, optim
+from bench.train import data
+from bench.train import losses
+from bench.train import optim
 
 
 @dataclass(frozen=True)

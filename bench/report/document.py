@@ -1,0 +1,231 @@
+"""`DIR/report.md`: one run folder turned into a document — machine, the source article's
+qualitative comparison table regenerated in numbers, key results, plots, accuracy, and
+every row that was noisy, skipped, unavailable or failed, with the tracebacks of failures.
+
+Everything here reads the run folder only (results.csv, meta.json, errors.jsonl through
+bench.results): nothing is re-measured, and nothing of today's checkout (impls, a backend,
+the source files) is read, so a report of an old run stays what that run measured. The
+functions take a DataFrame, so a caller may pass several runs concatenated
+(bench.results.load_runs): speed-ups then pair rows of the same run only. pandas and
+matplotlib are imported inside functions so that importing this module is cheap.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from bench.record import DIAGNOSTIC_COLUMNS, row_key
+from bench.report.comparison import comparison_table, flat
+from bench.report.plots import FIGURES
+from bench.report.selection import (SIZE_DIMS, TIMING_PHASES, impl_order, in_run_order,
+                                    matching, ok_timing, representative, size_label)
+from bench.report.tables import NONE, cell, fmt, fmt_bytes, isnan, markdown_table
+from bench.report.targets import evaluate_targets
+
+
+def key_results(frame, rep: dict):
+    """impl x phase at the representative size: the numbers a reader quotes."""
+    import pandas as pd
+
+    at = matching(frame[frame["phase"].isin(TIMING_PHASES)], rep) if rep else frame.iloc[:0]
+    records = []
+    for phase in TIMING_PHASES:
+        for name in impl_order(frame):
+            hit = at[(at["impl"] == name) & (at["phase"] == phase)]
+            if hit.empty or hit.iloc[-1]["status"] == "unavailable":  # listed once, below
+                continue
+            r = hit.iloc[-1]
+            if r["status"] != "ok":  # its reason is in the section on such rows
+                records.append({"impl": name, "phase": phase, "median ms ± IQR": f"{r['status']} (see below)"})
+                continue
+            records.append({
+                "impl": name, "phase": phase,
+                "median ms ± IQR": f"{r['median_s'] * 1e3:.3g} ± {r['iqr_s'] * 1e3:.2g}"
+                                   + (" (noisy)" if r["noisy"] is True else ""),
+                "seq/s": fmt(r["seq_per_s"], ",.0f"), "GFLOP/s": fmt(r["gflops"], ".3g"),
+                "% peak": fmt(r["pct_peak"], ".2g"),
+                "memory measured / analytic": f"{fmt_bytes(r['peak_mem_bytes'])} / "
+                                              f"{fmt_bytes(r['analytic_mem_bytes'])}",
+                "first call s": fmt(r["compile_s"], ".2g"), "max err": fmt(r["max_err"], ".1e"),
+                "diagnostics": ", ".join(f"{c} {r[c]:g}" for c in DIAGNOSTIC_COLUMNS
+                                         if not isnan(r.get(c))) or NONE})
+    table = pd.DataFrame(records)
+    if "diagnostics" in table and (table["diagnostics"].isna() | (table["diagnostics"] == NONE)).all():
+        table = table.drop(columns="diagnostics")  # only compilers and quantised models report any
+    return table
+
+
+def _size_of(row) -> str:
+    return size_label({k: row[k] for k in (*SIZE_DIMS, "dtype", "threads")})
+
+
+def noisy_rows(frame):
+    import pandas as pd
+
+    rows = ok_timing(frame)
+    rows = rows[rows["noisy"].eq(True)]
+    return pd.DataFrame([{"impl": r["impl"], "phase": r["phase"], "size": _size_of(r),
+                          "median ms": f"{r['median_s'] * 1e3:.3g}",
+                          "IQR / median": f"{100 * r['iqr_s'] / r['median_s']:.1f} %"}
+                         for _, r in rows.iterrows()])
+
+
+def _phase_rank(phase: str) -> int:
+    order = (*TIMING_PHASES, "accuracy")
+    return order.index(phase) if phase in order else len(order)
+
+
+def problem_rows(frame):
+    """Every row not ok, grouped by (impl, status, reason): one unavailable implementation
+    is one line, not one per case."""
+    import pandas as pd
+
+    rows = frame[frame["status"] != "ok"]
+    records = []
+    for (name, status, reason), group in rows.groupby(
+            ["impl", "status", rows["reason"].fillna("(no reason recorded)")], sort=False):
+        sizes = sorted({_size_of(r) for _, r in group.iterrows()})
+        records.append({"impl": name, "status": status, "rows": len(group),
+                        "phases": ", ".join(sorted(set(group["phase"]), key=_phase_rank)),
+                        "sizes": sizes[0] if len(sizes) == 1 else f"{len(sizes)} sizes",
+                        "reason": reason})
+    return pd.DataFrame(records)
+
+
+def accuracy_table(frame):
+    import pandas as pd
+
+    rows = frame[frame["phase"] == "accuracy"]
+    return pd.DataFrame([{
+        "impl": r["impl"], "status": r["status"], "dataset": cell(r["dataset"]),
+        "test accuracy": fmt(r["test_accuracy"] * 100 if not isnan(r["test_accuracy"]) else None,
+                             ".1f", " %"),
+        "time to 90 % val. accuracy": fmt(r["time_to_accuracy_s"], ".3g", " s"),
+        "training time": fmt(r["median_s"], ".3g", " s"), "note": cell(r["reason"])}
+        for _, r in rows.iterrows()])
+
+
+# ---------------------------------------------------------------- the document
+
+def header(frame, meta: dict) -> list[str]:
+    """Machine, versions, command and date, then the calibration peaks."""
+    import pandas as pd
+
+    machine = meta.get("machine", {})
+    blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')}, "
+                     f"{b.get('threading_layer')}, {b.get('num_threads')} threads)"
+                     for b in machine.get("blas") or []) or NONE
+    versions = ", ".join(f"{k} {v}" for k, v in (machine.get("versions") or {}).items() if v)
+    threads = ", ".join(str(t) for t in sorted(set(ok_timing(frame)["threads"]))) or NONE
+    command = meta.get("command")
+    lines = [f"- **CPU**: {machine.get('cpu_model', NONE)}, {machine.get('cores', NONE)} cores "
+             f"({machine.get('cores_available', NONE)} available to the run); {machine.get('platform', '')}",
+             f"- **threads used**: {threads}", f"- **BLAS**: {blas}",
+             f"- **GPUs**: {', '.join(map(str, machine.get('gpus') or [])) or 'none'}",
+             f"- **versions**: Python {machine.get('python', '?')}, {versions or NONE}",
+             f"- **git commit**: `{machine.get('git_commit', NONE)}`",
+             f"- **date**: {meta.get('started', NONE)} → {meta.get('finished', NONE)}",
+             f"- **command**: `{shlex.join(map(str, command)) if isinstance(command, list) else command}`",
+             f"- **memory measured as**: {meta.get('memory_method', NONE)}", ""]
+    peaks = pd.DataFrame([{"dtype": c["dtype"], "threads": c["threads"],
+                           **{f"{k} GEMM GFLOP/s": fmt(v, ".1f") for k, v in c["gemm_gflops"].items()}}
+                          for c in meta.get("calibration", [])])
+    lines += ["Calibration: the best GEMM rate measured on this machine per dtype and thread "
+              "count (`peak`, the denominator of every % of peak):", "", markdown_table(peaks), ""]
+    return lines
+
+
+HOW_TO_READ = """\
+- Every ratio pairs two medians measured **in this run, side by side** (implementations
+  interleaved case by case), never numbers from different runs or machines.
+- A time is the median of repeated samples, ± its interquartile range (IQR). A row is
+  *noisy* when IQR / median > 10 %; plots draw noisy points hollow. On a shared VM other
+  tenants steal cycles: treat differences under ~10-20 % as noise unless they repeat.
+- % of peak divides achieved GFLOP/s (analytic FLOPs / median) by the best GEMM rate
+  measured on this machine for the same dtype and threads (the best of OpenBLAS, MKL and
+  ONNX Runtime's MLAS): small problems are far from it. Quantised rows (`onnx_int8`) count
+  their int8 matmuls against that float peak, so they can pass 100 %.
+- Measured memory is the RSS high-water increase of one call (page-granular, includes
+  allocator caching); analytic memory is the BPTT activations by formula (bench/flops.py).
+"""
+
+def _frame(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def implementations_table(frame, meta: dict):
+    """Every implementation registered when the run started (meta.json): what it is, and
+    whether this run has it. A run from before meta.json recorded them lists its rows'."""
+    recorded = (meta or {}).get("implementations") or {}
+
+    def in_run(name):
+        rows = frame[frame["impl"] == name]
+        if (rows["status"] == "ok").any():
+            return "ran"
+        if len(rows):
+            return f"{rows['status'].iloc[0]}: {rows['reason'].iloc[0]}"
+        return "not in this run"
+
+    names = list(recorded) or impl_order(frame)
+    return _frame([{"impl": name, "what it is": (recorded.get(name) or {}).get("description")
+                    or "not recorded in this run's meta.json", "in this run": in_run(name)}
+                   for name in names])
+
+
+def error_details(frame, errors: dict) -> list[str]:
+    """The traceback behind each `error` row still in the run (errors.jsonl), as markdown."""
+    failed = frame[frame["status"] == "error"]
+    out = []
+    for _, row in failed.iterrows():
+        entry = errors.get(row_key(row))
+        if entry:
+            out += [f"**{row['impl']} {row['phase']}, {_size_of(row)}**: {cell(row['reason'])}", "",
+                    "```", entry["traceback"].rstrip(), "```", ""]
+    return out
+
+
+def render(frame, meta: dict, figures: list[Path], title: str, errors: dict | None = None) -> str:
+    rep = representative(frame)
+    out = [f"# rnnbench report: {title}", "", *header(frame, meta), "## How to read this", "",
+           HOW_TO_READ, f"Representative size (key results, fixed axes of the plots): "
+           f"**{size_label(rep) or NONE}**.", "",
+           "## The article's comparison, in numbers", "",
+           "Each dimension's first row is the source article's qualitative claim; the rows "
+           "under it are what this run measured.", "",
+           markdown_table(flat(comparison_table(frame, meta))), "",
+           f"## Key results at {size_label(rep) or NONE}", "", markdown_table(key_results(frame, rep)), "",
+           "## Performance targets", "",
+           "The targets the project set itself, evaluated on this run's medians (bench/targets.py).", "",
+           markdown_table(_frame(evaluate_targets(frame))), "",
+           "## Implementations", "", markdown_table(implementations_table(frame, meta)), ""]
+    out += ["## Plots", ""]
+    for prefix, heading in FIGURES:
+        mine = [f for f in figures if f.name.startswith(prefix)]
+        if mine:
+            out += [f"### {heading}", ""] + [f"![{f.stem}](plots/{f.name})\n" for f in mine]
+    if not figures:
+        out += ["_(no plot: the run lacks the data any plot needs)_", ""]
+    out += ["## Accuracy", "", markdown_table(accuracy_table(frame)), "",
+            "## Noisy rows (IQR / median > 10 %)", "", markdown_table(noisy_rows(frame)), "",
+            "## Skipped, unavailable and failed rows", "", markdown_table(problem_rows(frame)), ""]
+    details = error_details(frame, errors or {})
+    if details:
+        out += ["### Tracebacks of the failed rows (errors.jsonl)", "", *details]
+    return "\n".join(out)
+
+
+def write_report(run_dir) -> Path:
+    """Write DIR/plots/*.png and DIR/report.md from DIR's files alone; return the report path."""
+    from bench.report import plots
+    from bench.results import load_run, read_errors, read_meta
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    frame = in_run_order(load_run(run_dir), meta)
+    figures = plots.make_plots(frame, run_dir / "plots")
+    path = run_dir / "report.md"
+    text = render(frame, meta, figures, run_dir.name, read_errors(run_dir))
+    path.write_text(text, encoding="utf-8")
+    return path

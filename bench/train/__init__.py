@@ -1,0 +1,1 @@
+"""Training on the contract: data, losses and optimisers (array API), the loop."""
