@@ -1,4 +1,4 @@
-"""bench.train: the acceptance run on digits, and one test per training practice, each
+"""bench.train.loop: the acceptance run on digits, and one test per training practice, each
 built so that it fails when the practice is missing or wrong."""
 import dataclasses
 import time

@@ -146,7 +146,7 @@ HOW_TO_READ = """\
   ONNX Runtime's MLAS): small problems are far from it. Quantised rows (`onnx_int8`) count
   their int8 matmuls against that float peak, so they can pass 100 %.
 - Measured memory is the RSS high-water increase of one call (page-granular, includes
-  allocator caching); analytic memory is the BPTT activations by formula (bench/flops.py).
+  allocator caching); analytic memory is the BPTT activations by formula (bench/measure/analytic.py).
 """
 
 def _frame(rows: list[dict]):
@@ -197,7 +197,7 @@ def render(frame, meta: dict, figures: list[Path], title: str, errors: dict | No
            markdown_table(flat(comparison_table(frame, meta))), "",
            f"## Key results at {size_label(rep) or NONE}", "", markdown_table(key_results(frame, rep)), "",
            "## Performance targets", "",
-           "The targets the project set itself, evaluated on this run's medians (bench/targets.py).", "",
+           "The targets the project set itself, evaluated on this run's medians (bench/report/targets.py).", "",
            markdown_table(_frame(evaluate_targets(frame))), "",
            "## Implementations", "", markdown_table(implementations_table(frame, meta)), ""]
     out += ["## Plots", ""]
