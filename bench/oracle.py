@@ -51,15 +51,20 @@ def rel_error(actual, expected) -> float:
 
 
 def compare(backend, params: dict, x: np.ndarray, dlogits: np.ndarray,
-            lengths: np.ndarray | None = None, *, grads: bool = True) -> dict[str, float]:
+            lengths: np.ndarray | None = None, *, grads: bool = True,
+            expected: tuple | None = None) -> dict[str, float]:
     """Relative errors of `backend` (run in params' dtype) vs the float64 oracle:
     {'logits': e, 'W_xh': e, ...}; gradients only for backward-capable backends and when
-    asked (grads=False checks inference alone, through `predict`)."""
+    asked (grads=False checks inference alone, through `predict`). `expected`: the
+    oracle's (logits, grads) for exactly these inputs, when a caller already has them
+    (a sweep computes them once per size for every implementation)."""
     native = backend.from_numpy(params)
     x_native = backend.asarray(x.astype(params["W_xh"].dtype))
     len_native = None if lengths is None else backend.asarray(lengths)
     want_grads = backend.supports_backward and grads
-    ref_logits, ref_grads = float64_logits_and_grads(params, x, dlogits if want_grads else None, lengths)
+    if expected is None:
+        expected = float64_logits_and_grads(params, x, dlogits if want_grads else None, lengths)
+    ref_logits, ref_grads = expected
     if want_grads:
         logits, cache = backend.forward(native, x_native, len_native)
         grads = backend.to_numpy(backend.backward(

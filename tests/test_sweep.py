@@ -223,3 +223,22 @@ def test_resume_refuses_a_csv_with_other_columns(tmp_path):
     (out / RESULTS_CSV).write_text("impl,phase,median_s\nnumpy,forward,1\n")
     with pytest.raises(ValueError, match="other columns"):
         run_sweep(tiny_grid(batch_size=[1]), out, resume=True, progress=False, timing=FAST)
+
+
+def test_the_oracle_runs_once_per_size_for_every_implementation(monkeypatch):
+    """Its inputs are seeded: every implementation of one size is checked against the same
+    float64 numbers, so a sweep computes them once and the errors do not change."""
+    pytest.importorskip("torch", reason="the float64 oracle is PyTorch autograd")
+    from bench import oracle
+    from bench.run.case import oracle_error
+
+    calls = []
+    real = oracle.float64_logits_and_grads
+    monkeypatch.setattr(oracle, "float64_logits_and_grads",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    case = Case("numpy", "train_step", 3, 5, 2, 4)
+    alone = oracle_error(impls.get("numpy"), case)
+    shared = {}
+    first = oracle_error(impls.get("numpy"), case, shared)
+    again = oracle_error(impls.get("numpy"), case, shared)
+    assert alone == first == again and len(calls) == 2  # the third call reused the second's

@@ -159,6 +159,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The instruction-set extensions that decide which BLAS / MLAS / inductor kernels run: two
+# machines reporting the same model name (a VM's "AMD EPYC") can differ in these, and then
+# in their GEMM rate by 2x and more.
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+              "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve")
+
+
+def cpu_features() -> dict:
+    """CPU family/model/stepping and the SIMD extensions in SIMD_FLAGS it has (Linux)."""
+    info = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key in ("cpu family", "model", "stepping", "vendor_id") and key not in info:
+                info[key] = value
+            elif key in ("flags", "Features") and "simd" not in info:
+                present = set(value.split())
+                info["simd"] = [flag for flag in SIMD_FLAGS if flag in present]
+            if "simd" in info and "stepping" in info:
+                break
+    return info
+
+
 def git_commit() -> str | None:
     root = Path(__file__).resolve().parents[1]
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
@@ -190,6 +213,7 @@ def machine_meta() -> dict:
     torch = sys.modules.get("torch")
     return {
         "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)),
         "platform": platform.platform(),

@@ -118,8 +118,11 @@ def header(frame, meta: dict) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in (machine.get("versions") or {}).items() if v)
     threads = ", ".join(str(t) for t in sorted(set(ok_timing(frame)["threads"]))) or NONE
     command = meta.get("command")
+    features = machine.get("cpu_features") or {}
+    simd = f"; SIMD: {' '.join(features['simd'])}" if features.get("simd") else ""
     lines = [f"- **CPU**: {machine.get('cpu_model', NONE)}, {machine.get('cores', NONE)} cores "
-             f"({machine.get('cores_available', NONE)} available to the run); {machine.get('platform', '')}",
+             f"({machine.get('cores_available', NONE)} available to the run){simd}; "
+             f"{machine.get('platform', '')}",
              f"- **threads used**: {threads}", f"- **BLAS**: {blas}",
              f"- **GPUs**: {', '.join(map(str, machine.get('gpus') or [])) or 'none'}",
              f"- **versions**: Python {machine.get('python', '?')}, {versions or NONE}",

@@ -16,18 +16,30 @@ from bench.spec import Case
 # caps the batch: the error depends on T and H, not on how many sequences share them,
 # and the oracle's float64 loop would dominate DeepBench-sized runs.
 ORACLE_MAX_BATCH = 8
+# The oracle's results are kept for this many sizes: the implementations of one size run
+# back to back, and at DeepBench's sizes one entry (float64 gradients) is ~50 MB.
+ORACLE_CACHE_SIZES = 4
 
 
-def oracle_error(backend, case: Case) -> float:
-    """Max relative error of logits (and, past inference, every gradient) vs float64."""
-    from bench.oracle import compare, seeded_inputs
+def oracle_error(backend, case: Case, expected: dict | None = None) -> float:
+    """Max relative error of logits (and, past inference, every gradient) vs float64.
+    `expected` caches the oracle's own results by size across implementations: its inputs
+    are seeded, so every implementation of one size is checked against the same numbers."""
+    from bench.oracle import compare, float64_logits_and_grads, seeded_inputs
 
     params, x, dlogits = seeded_inputs(min(case.batch_size, ORACLE_MAX_BATCH), case.seq_len,
                                        case.input_size, case.hidden_size, case.num_classes,
                                        seed=0, dtype=np.dtype(case.dtype))
     # inference rows check inference (predict): a compiling backend then builds no
     # training graph here that a later train_step row would find already compiled
-    return max(compare(backend, params, x, dlogits, grads=case.phase != "forward").values())
+    grads = case.phase != "forward" and backend.supports_backward
+    key = (x.shape, case.hidden_size, case.num_classes, case.dtype, grads)
+    expected = {} if expected is None else expected
+    if key not in expected:
+        expected[key] = float64_logits_and_grads(params, x, dlogits if grads else None)
+        while len(expected) > ORACLE_CACHE_SIZES:
+            expected.pop(next(iter(expected)))  # the oldest size: dicts keep insertion order
+    return max(compare(backend, params, x, dlogits, grads=grads, expected=expected[key]).values())
 
 
 def peak_memory(backend, fn) -> int | None:

@@ -75,13 +75,14 @@ def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
 
 
 class _Sweep:
-    """The state one sweep shares across cases: backends, peaks, oracle errors."""
+    """The state one sweep shares across cases: backends, peaks, oracle results and errors."""
 
     def __init__(self, meta: dict, run_dir: Path):
         self.meta, self.run_dir = meta, run_dir
         self.backends: dict[str, object] = {}
         self.peaks: dict[tuple, float] = {}
         self.errors: dict[tuple, float] = {}
+        self.expected: dict[tuple, tuple] = {}  # the float64 oracle's results, per size
 
     def backend(self, name: str):
         if name not in self.backends:
@@ -105,7 +106,7 @@ class _Sweep:
         key = (case.impl, case.size(), case.dtype, case.phase == "forward")
         if key not in self.errors:
             try:
-                self.errors[key] = oracle_error(backend, case)
+                self.errors[key] = oracle_error(backend, case, self.expected)
             except ImportError:  # the oracle is torch; without it the column stays empty
                 self.errors[key] = None
         return self.errors[key]
