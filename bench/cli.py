@@ -149,13 +149,16 @@ def _check_same_split(args) -> None:
 
 
 def load_params(path: str) -> dict:
-    """Canonical parameters from an .npz written by `train --save` (never unpickles)."""
+    """Canonical parameters from an .npz written by `train --save` (never unpickles):
+    exactly the canonical names and shapes, finite values."""
+    from bench.train.data import read_plain_npz
+
+    params = read_plain_npz(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            params = {k: archive[k] for k in archive.files}
+        impls.check_params(params)
+        impls.check_finite(params)
     except ValueError as exc:
-        raise ValueError(f"{path}: not a plain-array .npz ({exc})") from exc
-    impls.check_params(params)
+        raise ValueError(f"{path}: {exc}") from exc
     return params
 
 
@@ -205,15 +208,16 @@ def cmd_sweep(args) -> int:
     overrides.update({k: v for k, v in cli.items() if v is not None})
     if args.no_accuracy:
         overrides["accuracy"] = False
-    unknown = set(overrides.get("impls", ())) - set(impls.names())
+    grid = build_grid(preset, **overrides)  # checks every key's type first
+    unknown = set(grid.impls) - set(impls.names())
     if unknown:
         raise ValueError(f"unknown implementations {sorted(unknown)}; registered: {', '.join(impls.names())}")
-    grid = build_grid(preset, **overrides)
     if args.out is None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
         args.out = Path("runs") / f"{preset or 'quick'}-{stamp}"
     out = run_sweep(grid, args.out, resume=args.resume, force=args.force, progress=not args.quiet,
-                    command=["rnnbench", *sys.argv[1:]], max_case_s=args.max_case_s)
+                    command=["rnnbench", *sys.argv[1:]], max_case_s=args.max_case_s,
+                    allow_oversubscribe=args.allow_oversubscribe)
     print(f"results: {out / 'results.csv'}")
     if args.report:
         from bench.report.document import write_report
@@ -233,7 +237,8 @@ def cmd_profile(args) -> int:
 
     result = profile(args.impl, batch_size=args.batch_size, seq_len=args.seq_len,
                      input_size=args.input_size, hidden_size=args.hidden_size, dtype=args.dtype,
-                     threads=args.threads, out_dir=args.out)
+                     threads=args.threads, out_dir=args.out,
+                     allow_oversubscribe=args.allow_oversubscribe)
     print(result.summary)
     return 0
 
@@ -281,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-case-s", type=_positive_float, default=120.0,
                        help="skip (before running) cases estimated to take longer (default 120)")
     sweep.add_argument("--no-accuracy", action="store_true", help="no training/accuracy rows")
+    sweep.add_argument("--allow-oversubscribe", action="store_true",
+                       help="run thread counts above the cores available (rows say so)")
     sweep.add_argument("--report", action="store_true", help="write DIR/report.md afterwards")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -295,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--hidden-size", type=_positive_int, default=128)
     prof.add_argument("--dtype", choices=DTYPES, default=DTYPES[0])
     prof.add_argument("--threads", type=_positive_int, default=1)
+    prof.add_argument("--allow-oversubscribe", action="store_true",
+                      help="allow more threads than cores available")
     prof.add_argument("--out", default="profiles", metavar="DIR",
                       help="where the pstats / Chrome trace files go (default profiles/)")
     return parser

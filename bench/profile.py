@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import impls
-from bench.measure.machine import use_threads
+from bench.measure.machine import oversubscribed, use_threads
 from bench.measure.timing import measure
 from bench.report.tables import format_table
 from bench.run.bind import TRAIN_LR, make_phase
@@ -60,7 +60,8 @@ class ProfileResult:
 
 
 def profile(impl: str, *, batch_size: int, seq_len: int, input_size: int, hidden_size: int,
-            dtype: str = "float32", threads: int = 1, out_dir) -> ProfileResult:
+            dtype: str = "float32", threads: int = 1, out_dir,
+            allow_oversubscribe: bool = False) -> ProfileResult:
     """Profile one forward (predict) and one train_step of `impl` at one size; files go to
     out_dir. ValueError for an unknown impl or bad sizes; impls.Unavailable says why not."""
     impls.entry(impl)  # ValueError naming the registered ones
@@ -71,6 +72,7 @@ def profile(impl: str, *, batch_size: int, seq_len: int, input_size: int, hidden
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    oversubscribed([threads], allow_oversubscribe)
     backend = impls.get(impl)
     if np.dtype(dtype) not in backend.dtypes:
         raise ValueError(f"{impl} does not run {dtype}; it runs {', '.join(map(str, backend.dtypes))}")

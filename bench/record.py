@@ -22,26 +22,27 @@ class Column:
     meaning: str
     key: bool = False  # part of the row's identity (resume skips rows whose key is done)
     integer: bool = False  # read back as int (CSV cells are text)
+    kind: str = "number"  # what a CSV cell must parse as: number | text | flag (True/False)
 
 
 SCHEMA: tuple[Column, ...] = (
     # --- what was measured: the case (bench.spec.Case) --------------------------------
-    Column("impl", "implementation name (impls.names())", key=True),
-    Column("phase", "forward | backward | train_step | transfer | accuracy", key=True),
+    Column("impl", "implementation name (impls.names())", key=True, kind="text"),
+    Column("phase", "forward | backward | train_step | transfer | accuracy", key=True, kind="text"),
     Column("batch_size", "B, sequences per call", key=True, integer=True),
     Column("seq_len", "T, time steps", key=True, integer=True),
     Column("input_size", "I, features per step", key=True, integer=True),
     Column("hidden_size", "H, hidden units", key=True, integer=True),
-    Column("dtype", "float32 | float64", key=True),
+    Column("dtype", "float32 | float64", key=True, kind="text"),
     Column("threads", "the one thread count every library was pinned to", key=True, integer=True),
     Column("num_classes", "C, classifier outputs", integer=True),
-    Column("device", "where the backend's arrays live: cpu, cuda:0, ..."),
+    Column("device", "where the backend's arrays live: cpu, cuda:0, ...", kind="text"),
     # --- time (bench.measure.timing) ---------------------------------------------------
     Column("median_s", "median seconds per call (accuracy rows: the training time)"),
     Column("iqr_s", "interquartile range of the per-call samples, seconds"),
     Column("repeats", "calls timed in all (samples x calls per sample)"),
     Column("samples", "timed samples; the raw ones are in raw_times.jsonl"),
-    Column("noisy", "IQR / median above the noise threshold (bench.measure.timing)"),
+    Column("noisy", "IQR / median above the noise threshold (bench.measure.timing)", kind="flag"),
     Column("timer_overhead_pct", "clock reads + sync as % of a sample"),
     # --- derived from the time and the analytic counts (bench.measure.analytic) --------
     Column("seq_per_s", "sequences per second"),
@@ -57,7 +58,7 @@ SCHEMA: tuple[Column, ...] = (
     Column("max_err", "max relative error vs the float64 oracle at this size"),
     Column("test_accuracy", "accuracy rows: test-set accuracy"),
     Column("time_to_accuracy_s", "accuracy rows: training seconds to the validation target"),
-    Column("dataset", "accuracy rows: the data set"),
+    Column("dataset", "accuracy rows: the data set", kind="text"),
     # --- from backend.diagnostics() / counters(): compilers and quantised models -------
     Column("graph_breaks", "compiler graph breaks during this row"),
     Column("recompiles", "graphs compiled during this row"),
@@ -65,8 +66,8 @@ SCHEMA: tuple[Column, ...] = (
     Column("quant_float_matmuls", "matmuls left in float"),
     Column("model_bytes", "size of the exported model file"),
     # --- outcome ------------------------------------------------------------------------
-    Column("status", "ok | skipped | unavailable | error"),
-    Column("reason", "why a row is not ok, or notes on an ok one"),
+    Column("status", "ok | skipped | unavailable | error", kind="text"),
+    Column("reason", "why a row is not ok, or notes on an ok one", kind="text"),
 )
 
 COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA)
@@ -90,6 +91,28 @@ def empty_row(case, status: str, reason: str = "") -> Row:
     row.update({k: getattr(case, k) for k in CASE_COLUMNS})
     row.update(status=status, reason=reason)
     return row
+
+
+def cell_problem(column: Column, text: str) -> str | None:
+    """Why a CSV cell cannot be this column's value, or None. Empty means not measured,
+    except in a key column, which every row has."""
+    if text == "":
+        return f"{column.name} is empty" if column.key else None
+    if column.integer:
+        try:
+            int(text)
+        except ValueError:
+            return f"{column.name} is {text!r}, not an integer"
+    elif column.kind == "number":
+        try:
+            float(text)
+        except ValueError:
+            return f"{column.name} is {text!r}, not a number"
+    elif column.kind == "flag" and text not in ("True", "False"):
+        return f"{column.name} is {text!r}, not True/False"
+    elif column.name == "status" and text not in STATUSES:
+        return f"status is {text!r}, not one of {', '.join(STATUSES)}"
+    return None
 
 
 def row_key(row) -> tuple:

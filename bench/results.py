@@ -8,6 +8,11 @@ Reading a run needs only this module and bench.record: no backend, torch or timi
 Rows are appended and flushed to disk (fsync) one at a time as they finish, so a sweep
 killed at any moment — SIGKILL included — leaves a valid CSV of every finished row; a
 line cut short by the kill is dropped on reading, never half-parsed.
+
+A file damaged otherwise (a bad hand edit, a foreign writer, a disk error) is met with a
+DamagedFile error naming the file, the line and what to do; `set_aside_damaged` (what
+--resume runs first) moves each damaged line to `<file>.damaged` beside it — data is never
+deleted — and the sweep then runs again whatever those lines held.
 """
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ import math
 import os
 from pathlib import Path
 
-from bench.record import (COLUMNS, KEY_COLUMNS, RAW_TIMES_FIELD, TRACEBACK_FIELD, row_key)
+from bench.faults import crash_point
+from bench.record import (COLUMNS, KEY_COLUMNS, RAW_TIMES_FIELD, SCHEMA, TRACEBACK_FIELD,
+                          cell_problem, row_key)
 
 RESULTS_CSV = "results.csv"
 RAW_TIMES = "raw_times.jsonl"
@@ -27,8 +34,28 @@ META_JSON = "meta.json"
 RUN_FILES = (RESULTS_CSV, RAW_TIMES, ERRORS, META_JSON)
 
 
+DAMAGED_SUFFIX = ".damaged"
+# How to go on from a damaged file, said with every DamagedFile.
+HOW_TO_RECOVER = ("`rnnbench sweep --resume --out DIR` sets damaged lines aside (into "
+                  f"<file>{DAMAGED_SUFFIX}) and runs those cases again; or repair the line by hand")
+
+
+class DamagedFile(ValueError):
+    """A run file that cannot be read as written: the message names file, line and remedy."""
+
+
+def _read_text(path: Path) -> str:
+    # bytes that are not UTF-8 (disk garbage) survive as surrogates: they make their line
+    # damaged, and go to the sidecar unchanged
+    return path.read_bytes().decode("utf-8", errors="surrogateescape") if path.exists() else ""
+
+
+def _write_text(path: Path, text: str) -> None:
+    Path(path).write_bytes(text.encode("utf-8", errors="surrogateescape"))
+
+
 def _complete_lines(path: Path) -> str:
-    text = path.read_text() if path.exists() else ""
+    text = _read_text(path)
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # a row cut short by a kill: drop it
     return text
@@ -37,29 +64,204 @@ def _complete_lines(path: Path) -> str:
 def _replace_text(path: Path, text: str) -> None:
     """Write a file so a reader (or a kill) sees the old or the new content, never half."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    _write_text(tmp, text)
     os.replace(tmp, path)
+
+
+def _row_problem(record: str) -> str | None:
+    """Why one CSV record (possibly several physical lines, for a quoted newline) is not
+    a row of this schema, or None."""
+    try:
+        parsed = list(csv.reader(io.StringIO(record)))
+    except csv.Error as exc:
+        return f"not CSV ({exc})"
+    if len(parsed) != 1:
+        return "not one CSV record"
+    cells = parsed[0]
+    if len(cells) != len(COLUMNS):
+        return f"{len(cells)} fields, the header has {len(COLUMNS)}"
+    for column, cell in zip(SCHEMA, cells):
+        problem = cell_problem(column, cell)
+        if problem:
+            return problem
+    return None
+
+
+def scan_csv(path: Path) -> tuple[str, list[tuple[int, str, str]]]:
+    """(header + every sound record, [(line number, text, why)] for each damaged one) of a
+    results.csv, its torn last line (a kill mid-write) already dropped."""
+    good, bad = _scan_records(path)
+    return "".join(good), bad
+
+
+def _scan_records(path: Path) -> tuple[list[str], list[tuple[int, str, str]]]:
+    """([header, sound records...], damaged). A record whose quotes open a field across
+    lines is judged whole; if that fails, its first line alone is damaged, and scanning
+    goes on at the next line (one stray quote costs one row, not the rest of the file)."""
+    text = _complete_lines(path)
+    if not text:
+        return [], []
+    _check_header(path, text)
+    lines = text.splitlines(keepends=True)
+    good, bad, i = [lines[0]], [], 1
+    while i < len(lines):
+        j, record = i, lines[i]
+        while record.count('"') % 2 and j + 1 < len(lines):
+            j += 1
+            record += lines[j]
+        problem = _row_problem(record)
+        if problem is None:
+            good.append(record)
+            i = j + 1
+        elif j > i:  # the quote may be the damage: the first line alone is set aside
+            bad.append((i + 1, lines[i], _row_problem(lines[i]) or problem))
+            i += 1
+        else:
+            bad.append((i + 1, record, problem))
+            i += 1
+    return good, bad
+
+
+def _jsonl_problem(line: str, required: tuple[str, ...]) -> str | None:
+    try:
+        entry = json.loads(line)
+    except ValueError as exc:
+        return f"not JSON ({exc})"
+    if not isinstance(entry, dict):
+        return "not a JSON object"
+    missing = [k for k in required if k not in entry]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    try:
+        row_key(entry)
+    except (TypeError, ValueError):
+        return "a key column is not an integer"
+    return None
+
+
+JSONL_FIELDS = {RAW_TIMES: (*KEY_COLUMNS, "times_s"), ERRORS: (*KEY_COLUMNS, "traceback")}
+
+
+def scan_jsonl(path: Path) -> tuple[str, list[tuple[int, str, str]]]:
+    """(every sound line, [(line number, text, why)] of damaged ones) of a .jsonl file."""
+    text = _complete_lines(path)
+    good, bad = [], []
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
+        problem = _jsonl_problem(line, JSONL_FIELDS[path.name])
+        if problem is None and path.name == RAW_TIMES:
+            times = json.loads(line)["times_s"]
+            if not isinstance(times, list) or not all(isinstance(t, (int, float)) and not
+                                                       isinstance(t, bool) for t in times):
+                problem = "times_s is not a list of numbers"
+        (good.append(line) if problem is None else bad.append((number, line, problem)))
+    return "".join(good), bad
+
+
+def _damaged(path: Path, bad: list) -> DamagedFile:
+    number, _, why = bad[0]
+    more = f" (and {len(bad) - 1} more damaged line(s))" if len(bad) > 1 else ""
+    return DamagedFile(f"{path}:{number}: damaged line: {why}{more}; {HOW_TO_RECOVER}")
+
+
+def _sidecar(path: Path, suffix: str = DAMAGED_SUFFIX) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _append_aside(path: Path, lines: list[tuple[int, str, str]], suffix: str = DAMAGED_SUFFIX) -> None:
+    """Append the lines, as they were, to the sidecar <file><suffix>, fsync'ed before the
+    caller rewrites the file without them."""
+    with open(_sidecar(path, suffix), "ab") as handle:
+        for _, text, _ in lines:
+            handle.write((text if text.endswith("\n") else text + "\n")
+                         .encode("utf-8", errors="surrogateescape"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+ORPHANED_SUFFIX = ".orphaned"
+
+
+def reconcile_raw_times(run_dir) -> list[str]:
+    """Before a resume, so that every timed row has exactly one entry of raw times:
+    samples whose row never reached results.csv (a kill between the two writes), and all
+    but the last entry of a key, move to raw_times.jsonl.orphaned; a timed row whose
+    samples are gone (its line was damaged) moves to results.csv.damaged, to run again."""
+    run_dir, notes = Path(run_dir), []
+    path, csv_path = run_dir / RAW_TIMES, run_dir / RESULTS_CSV
+    text, bad = scan_jsonl(path) if path.exists() else ("", [])
+    if bad:
+        raise _damaged(path, bad)
+    records, bad = _scan_records(csv_path)
+    if bad:
+        raise _damaged(csv_path, bad)
+    header, rows = (records[0], records[1:]) if records else ("", [])
+    parsed = [next(csv.DictReader(io.StringIO(header + r))) for r in rows]
+    timed = {row_key(r) for r in parsed if r["status"] == "ok" and r["samples"]}
+    lines = text.splitlines(keepends=True)
+    keys = [row_key(json.loads(line)) for line in lines]
+    last = {key: i for i, key in enumerate(keys)}
+    kept = {i for i, key in enumerate(keys) if key in timed and last[key] == i}
+    if len(kept) < len(lines):
+        aside = [(i + 1, line, "orphaned") for i, line in enumerate(lines) if i not in kept]
+        _append_aside(path, aside, ORPHANED_SUFFIX)
+        _replace_text(path, "".join(line for i, line in enumerate(lines) if i in kept))
+        notes.append(f"{path}: {len(aside)} entr{'y' if len(aside) == 1 else 'ies'} of raw times "
+                     f"with no row in {RESULTS_CSV} (a sweep killed between the two writes) "
+                     f"moved to {path.name}{ORPHANED_SUFFIX}")
+    with_times = {keys[i] for i in kept}
+    lost = [i for i, r in enumerate(parsed) if row_key(r) in timed and row_key(r) not in with_times]
+    if lost:
+        _append_aside(csv_path, [(0, rows[i], "raw times lost") for i in lost])
+        _replace_text(csv_path, header + "".join(r for i, r in enumerate(rows) if i not in lost))
+        notes.append(f"{csv_path}: {len(lost)} row(s) whose raw times were lost moved to "
+                     f"{csv_path.name}{DAMAGED_SUFFIX}; they run again")
+    return notes
+
+
+def set_aside_damaged(run_dir) -> list[str]:
+    """Before a resume: move every damaged line of results.csv, raw_times.jsonl and
+    errors.jsonl to <file>.damaged, and a damaged meta.json whole to meta.json.damaged;
+    the sidecar is written (fsync) before the file is rewritten. -> one note per file
+    that had anything set aside."""
+    run_dir, notes = Path(run_dir), []
+    for name, scan in ((RESULTS_CSV, scan_csv), (RAW_TIMES, scan_jsonl), (ERRORS, scan_jsonl)):
+        path = run_dir / name
+        good, bad = scan(path) if path.exists() else ("", [])
+        if bad:
+            _append_aside(path, bad)
+            _replace_text(path, good)
+            lines = ", ".join(str(number) for number, _, _ in bad[:10]) + (" ..." if len(bad) > 10 else "")
+            notes.append(f"{path}: {len(bad)} damaged line(s) ({lines}: {bad[0][2]}) set aside "
+                         f"into {_sidecar(path).name}")
+    meta = run_dir / META_JSON
+    try:
+        read_meta(run_dir)
+    except DamagedFile as exc:
+        aside = _sidecar(meta)
+        os.replace(meta, aside)
+        notes.append(f"{exc.args[0].split(';')[0]}: moved to {aside.name}; the resume starts a new one")
+    return notes
 
 
 def _check_header(path: Path, text: str) -> None:
     if text and text.splitlines()[0] != ",".join(COLUMNS):
-        raise ValueError(f"{path} has other columns than this version of rnnbench writes; "
-                         "resume it with the version that started it, or use a new folder")
+        raise ValueError(f"{path}:1: its header has other columns than this version of rnnbench "
+                         "writes; resume it with the version that started it, or use a new folder")
 
 
 def drop_rows_to_retry(run_dir, retry=("error", "unavailable")) -> int:
     """Before a resume: remove rows whose status says they may succeed now (an error, a
     backend installed since), so they run again instead of counting as done."""
     path = Path(run_dir) / RESULTS_CSV
-    text = _complete_lines(path)
-    if not text:
+    records, bad = _scan_records(path)
+    if bad:
+        raise _damaged(path, bad)
+    if not records:
         return 0
-    _check_header(path, text)
-    lines = text.splitlines(keepends=True)
-    rows = list(csv.DictReader(io.StringIO(text)))
-    keep = [line for line, row in zip(lines[1:], rows) if row["status"] not in retry]
+    header, *rows = records
+    keep = [r for r in rows if next(csv.DictReader(io.StringIO(header + r)))["status"] not in retry]
     if len(keep) < len(rows):
-        _replace_text(path, lines[0] + "".join(keep))
+        _replace_text(path, header + "".join(keep))
     return len(rows) - len(keep)
 
 
@@ -71,9 +273,14 @@ class RowWriter:
         self.csv_path = Path(run_dir) / RESULTS_CSV
         self.raw_path = Path(run_dir) / RAW_TIMES
         self.errors_path = Path(run_dir) / ERRORS
-        kept = _complete_lines(self.csv_path)
-        _check_header(self.csv_path, kept)
-        if kept != (self.csv_path.read_text() if self.csv_path.exists() else ""):
+        kept, bad = scan_csv(self.csv_path)
+        if bad:
+            raise _damaged(self.csv_path, bad)
+        for path in (self.raw_path, self.errors_path):
+            torn = _read_text(path)
+            if torn != _complete_lines(path):
+                _replace_text(path, _complete_lines(path))  # a torn last line: never appended to
+        if kept != _read_text(self.csv_path):
             _replace_text(self.csv_path, kept)  # repair a torn last line before appending
         self._csv = open(self.csv_path, "a", newline="")
         self._raw = open(self.raw_path, "a")
@@ -98,6 +305,7 @@ class RowWriter:
         raw = row.get(RAW_TIMES_FIELD)
         if raw:
             self._append(self._raw, json.dumps({**key, "times_s": raw}) + "\n")
+            crash_point("between-raw-and-row")
         if row.get(TRACEBACK_FIELD):
             self._append(self._errors, json.dumps({**key, "reason": row.get("reason"),
                                                    "traceback": row[TRACEBACK_FIELD]}) + "\n")
@@ -112,8 +320,12 @@ class RowWriter:
 
 
 def read_rows(run_dir) -> list[dict]:
-    """Every complete row of a run's results.csv, as dicts of strings."""
-    text = _complete_lines(Path(run_dir) / RESULTS_CSV)
+    """Every complete row of a run's results.csv, as dicts of strings; DamagedFile if a
+    line is damaged."""
+    path = Path(run_dir) / RESULTS_CSV
+    text, bad = scan_csv(path)
+    if bad:
+        raise _damaged(path, bad)
     return list(csv.DictReader(io.StringIO(text))) if text else []
 
 
@@ -125,7 +337,9 @@ def read_errors(run_dir) -> dict[tuple, dict]:
     """key -> {reason, traceback} of the last traceback written for each key (a resume
     runs error rows again; an older traceback of a key is superseded by a newer one)."""
     path = Path(run_dir) / ERRORS
-    text = _complete_lines(path)
+    text, bad = scan_jsonl(path)
+    if bad:
+        raise _damaged(path, bad)
     errors = {}
     for line in text.splitlines():
         entry = json.loads(line)
@@ -136,13 +350,29 @@ def read_errors(run_dir) -> dict[tuple, dict]:
 def write_meta(run_dir, meta: dict) -> None:
     path = Path(run_dir) / META_JSON
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps(meta, indent=2, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    crash_point("meta-replace")
     os.replace(tmp, path)  # atomic: a reader never sees half a file
 
 
 def read_meta(run_dir) -> dict:
+    """meta.json as a dict ({} when there is none); DamagedFile if it is not a JSON object."""
     path = Path(run_dir) / META_JSON
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(_read_text(path))
+    except ValueError as exc:
+        where = f"line {exc.lineno} column {exc.colno}: " if hasattr(exc, "lineno") else ""
+        raise DamagedFile(f"{path}: damaged JSON ({where}{getattr(exc, 'msg', exc)}); "
+                          f"{HOW_TO_RECOVER}") from exc
+    if not isinstance(meta, dict):
+        raise DamagedFile(f"{path}: damaged: a JSON {type(meta).__name__}, not an object; "
+                          f"{HOW_TO_RECOVER}")
+    return meta
 
 
 def load_run(run_dir):
@@ -151,8 +381,10 @@ def load_run(run_dir):
     import pandas as pd
 
     run_dir = Path(run_dir)
-    text = _complete_lines(run_dir / RESULTS_CSV)
-    if not text:
+    text, bad = scan_csv(run_dir / RESULTS_CSV)
+    if bad:
+        raise _damaged(run_dir / RESULTS_CSV, bad)
+    if text.count("\n") < 2:
         raise ValueError(f"{run_dir}: no {RESULTS_CSV} with rows")
     frame = pd.read_csv(io.StringIO(text), keep_default_na=True)
     frame["noisy"] = frame["noisy"].map({True: True, False: False, "True": True, "False": False})

@@ -130,12 +130,41 @@ def load_config(path: str | Path) -> dict:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(GRID_KEYS | {'preset'})}")
     for key, value in data.items():
         if key in SCALAR_KEYS:
+            if key == "preset" and not isinstance(value, str):
+                raise ValueError(f"{path}: preset must be a preset name, got {value!r}")
             continue
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             data[key] = [value]  # `batch_size = 32` means the list [32]
         elif not isinstance(value, list):
             raise ValueError(f"{path}: {key} must be a list (or one value), got {value!r}")
     return data
+
+
+INT_LISTS = ("batch_size", "seq_len", "input_size", "hidden_size", "threads")
+STR_LISTS = ("impls", "phases", "dtype")
+BOOL_KEYS = ("accuracy", "input_equals_hidden")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is not a batch size
+
+
+def _check_types(grid: Grid) -> None:
+    """ValueError naming the key whose values have the wrong type (a TOML file can hold
+    anything: "a", 2.5, true)."""
+    for key in INT_LISTS:
+        values = getattr(grid, key)
+        if not values or not all(_is_int(v) and v >= 1 for v in values):
+            raise ValueError(f"{key} needs positive integers, got {list(values)!r}")
+    for key in STR_LISTS:
+        if not all(isinstance(v, str) for v in getattr(grid, key)):
+            raise ValueError(f"{key} needs names (strings), got {list(getattr(grid, key))!r}")
+    for key in BOOL_KEYS:
+        if not isinstance(getattr(grid, key), bool):
+            raise ValueError(f"{key} must be true or false, got {getattr(grid, key)!r}")
+    if isinstance(grid.min_time_s, bool) or not isinstance(grid.min_time_s, (int, float)) \
+            or not grid.min_time_s > 0:
+        raise ValueError(f"min_time_s must be a positive number of seconds, got {grid.min_time_s!r}")
 
 
 def build_grid(preset: str | None = None, **overrides) -> Grid:
@@ -145,17 +174,16 @@ def build_grid(preset: str | None = None, **overrides) -> Grid:
         raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     grid = PRESETS[name]()
     changes = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+    unknown = set(changes) - {f.name for f in fields(Grid)}
+    if unknown:
+        raise ValueError(f"unknown grid keys {sorted(unknown)}; keys: {', '.join(sorted(GRID_KEYS))}")
     grid = replace(grid, **changes)
+    _check_types(grid)
     bad_phases = set(grid.phases) - set(PHASES)
     if bad_phases:
         raise ValueError(f"unknown phases {sorted(bad_phases)}; phases: {', '.join(PHASES)}")
     bad_dtypes = set(grid.dtype) - set(DTYPES)
     if bad_dtypes:
         raise ValueError(f"unknown dtypes {sorted(bad_dtypes)}; dtypes: {', '.join(DTYPES)}")
-    for name_, values in (("batch_size", grid.batch_size), ("seq_len", grid.seq_len),
-                          ("input_size", grid.input_size), ("hidden_size", grid.hidden_size),
-                          ("threads", grid.threads)):
-        if not values or any(int(v) != v or v < 1 for v in values):
-            raise ValueError(f"{name_} needs positive integers, got {list(values)}")
     return grid
 

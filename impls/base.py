@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .params import DEFAULT_CELL, check_params, infer_sizes
+from .params import DEFAULT_CELL, check_finite, check_params, infer_sizes
 
 
 class Unavailable(RuntimeError):
@@ -70,8 +70,10 @@ class Backend:
 
     # --- conversions (done once, outside any timed region) --------------------------
     def from_numpy(self, params: dict) -> dict:
-        """Canonical numpy dict -> this backend's native arrays, same keys."""
+        """Canonical numpy dict -> this backend's native arrays, same keys. The values must
+        be finite: NaN/inf weights are refused with the parameter's name."""
         check_params(params)
+        check_finite(params)
         dtypes = {np.asarray(p).dtype for p in params.values()}
         if len(dtypes) != 1:
             raise ValueError(f"params mix dtypes {sorted(map(str, dtypes))}; use one dtype")

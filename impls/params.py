@@ -79,3 +79,15 @@ def check_params(params: dict, cell: str = DEFAULT_CELL) -> None:
         if got != shape:
             raise ValueError(f"param {name} has shape {got}, expected {shape} "
                              f"(from W_xh {tuple(params['W_xh'].shape)} and W_hy {tuple(params['W_hy'].shape)})")
+
+
+def check_finite(params: dict) -> None:
+    """ValueError naming the first parameter that holds NaN or inf (weights that blew up in
+    training would otherwise evaluate to a silent chance-level accuracy)."""
+    for name, value in params.items():
+        value = np.asarray(value)
+        if value.dtype.kind not in "fiu":
+            raise ValueError(f"param {name} must hold real numbers, got dtype {value.dtype}")
+        if not np.isfinite(value).all():
+            bad = int((~np.isfinite(value)).sum())
+            raise ValueError(f"param {name} holds {bad} NaN/inf value(s); parameters must be finite")

@@ -259,7 +259,6 @@ BAD_FILES = [
     (_with(x_train=NAN_X), "NaN/inf"),
     (_with(x_test=np.full((6, 5, 2), np.inf)), "NaN/inf"),
     (_with(x_test=np.zeros((6, 5, 3))), "input_size"),
-    (_with(x_test=np.zeros((6, 4, 2))), "seq_len"),
 ]
 
 

@@ -20,6 +20,26 @@ from pathlib import Path
 import numpy as np
 
 
+def cores_available() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset
+    narrow), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def oversubscribed(threads, allow: bool = False) -> list[int]:
+    """The thread counts above cores_available(). Without `allow` any such count is a
+    ValueError (more threads than cores time the scheduler, not the code: every case,
+    and the calibration, slows down by a large factor); with it, they are returned so the
+    caller can flag what ran oversubscribed."""
+    cores = cores_available()
+    over = sorted({int(t) for t in threads if int(t) > cores})
+    if over and not allow:
+        raise ValueError(f"threads {', '.join(map(str, over))} exceed the {cores} core(s) available "
+                         "to this process (os.sched_getaffinity); use at most "
+                         f"{cores}, or pass --allow-oversubscribe to run and flag them anyway")
+    return over
+
+
 @contextlib.contextmanager
 def use_threads(n: int):
     """Pin every loaded library's thread pool to n inside the block (see the module doc)."""

@@ -129,7 +129,17 @@ def header(frame, meta: dict) -> list[str]:
              f"- **git commit**: `{machine.get('git_commit', NONE)}`",
              f"- **date**: {meta.get('started', NONE)} → {meta.get('finished', NONE)}",
              f"- **command**: `{shlex.join(map(str, command)) if isinstance(command, list) else command}`",
-             f"- **memory measured as**: {meta.get('memory_method', NONE)}", ""]
+             f"- **memory measured as**: {meta.get('memory_method', NONE)}"]
+    over = meta.get("oversubscribed")
+    if over:
+        rows = frame[frame["reason"].fillna("").str.contains("oversubscribed:")]
+        lines.append(f"- **OVERSUBSCRIBED**: {len(rows)} row(s) ran with threads "
+                     f"{', '.join(map(str, over.get('threads', [])))} on "
+                     f"{over.get('cores_available', NONE)} available cores (--allow-oversubscribe): "
+                     "their times measure the scheduler as much as the code")
+    for entry in meta.get("recovered") or []:
+        lines.append(f"- **recovered on resume** ({entry.get('at', NONE)}): {cell(entry.get('note'))}")
+    lines.append("")
     peaks = pd.DataFrame([{"dtype": c["dtype"], "threads": c["threads"],
                            **{f"{k} GEMM GFLOP/s": fmt(v, ".1f") for k, v in c["gemm_gflops"].items()}}
                           for c in meta.get("calibration", [])])

@@ -6,6 +6,7 @@ import traceback
 
 import numpy as np
 
+from bench.faults import crash_point
 from bench.measure import analytic, memory
 from bench.measure.timing import measure
 from bench.record import RAW_TIMES_FIELD, TRACEBACK_FIELD, Row, check_diagnostics, empty_row
@@ -62,6 +63,7 @@ def run_case(backend, case: Case, peak_gflops: float, *, timing: dict | None = N
         counted = backend.counters()
         phase = make_phase(backend, case)
         result = measure(phase.run, sync=backend.sync, **(timing or {}))
+        crash_point("case")
     except Exception as exc:  # one failure is a row; the sweep goes on
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return {**empty_row(case, "error", reason), "device": backend.device,

@@ -7,6 +7,7 @@ implementation or a failing case is a row (`unavailable` / `error`) and the swee
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import traceback
@@ -19,11 +20,14 @@ import impls
 from bench.measure import analytic
 from bench.measure import machine
 from bench.measure import memory
+from bench.faults import crash_point
 from bench.measure.code import implementations_meta
 from bench.record import TRACEBACK_FIELD, empty_row
-from bench.results import (RESULTS_CSV, RUN_FILES, RowWriter, done_keys, drop_rows_to_retry,
-                           read_meta, write_meta)
+from bench.results import (DAMAGED_SUFFIX, RESULTS_CSV, RUN_FILES, RowWriter, done_keys,
+                           drop_rows_to_retry, read_meta, reconcile_raw_times,
+                           set_aside_damaged, write_meta)
 from bench.run.case import oracle_error, run_case
+from bench.run.lock import RunLock
 from bench.spec import Case, Grid
 
 # Before a case runs, its cost is estimated from its FLOPs at this fraction of the
@@ -67,7 +71,7 @@ def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
     if (out / RESULTS_CSV).exists() and not (resume or force):
         raise ValueError(f"{out} already holds a run; pass --resume to finish it or --force to overwrite it")
     if force and out.exists():
-        for name in (*RUN_FILES, IN_PROGRESS, "report.md"):
+        for name in (*RUN_FILES, IN_PROGRESS, "report.md", "meta.json.tmp"):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "plots", ignore_errors=True)
         shutil.rmtree(out / "exports", ignore_errors=True)
@@ -83,6 +87,7 @@ class _Sweep:
         self.peaks: dict[tuple, float] = {}
         self.errors: dict[tuple, float] = {}
         self.expected: dict[tuple, tuple] = {}  # the float64 oracle's results, per size
+        self.oversubscribed: set[int] = set(meta.get("oversubscribed", {}).get("threads", ()))
 
     def backend(self, name: str):
         if name not in self.backends:
@@ -96,6 +101,7 @@ class _Sweep:
     def peak(self, dtype: str, threads: int, device: str = "cpu") -> float:
         kind = "cuda" if device.startswith("cuda") else "cpu"
         if (dtype, threads, kind) not in self.peaks:
+            crash_point("calibration")
             result = machine.gemm_peak_gflops(dtype, threads, device=device)
             self.peaks[(dtype, threads, kind)] = result["peak"]
             self.meta.setdefault("calibration", []).append(
@@ -124,6 +130,9 @@ class _Sweep:
             row = run_case(backend, case, peak, timing=timing)
             if row["status"] == "ok":
                 row["max_err"] = self.max_err(backend, case)
+        if case.threads in self.oversubscribed:
+            note = f"oversubscribed: {case.threads} threads on {machine.cores_available()} cores"
+            row["reason"] = "; ".join(r for r in (row.get("reason"), note) if r)
         return row
 
 
@@ -180,8 +189,16 @@ class _Attempts:
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / IN_PROGRESS
-        previous = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.previous = (tuple(previous["key"]), previous["attempts"]) if previous else None
+        self.previous, self.notes = None, []
+        if self.path.exists():
+            try:
+                previous = json.loads(self.path.read_text())
+                self.previous = (tuple(previous["key"]), int(previous["attempts"]))
+            except (ValueError, KeyError, TypeError) as exc:  # damaged: the count is lost, not the run
+                aside = self.path.with_name(self.path.name + DAMAGED_SUFFIX)
+                os.replace(self.path, aside)
+                self.notes.append(f"{self.path}: damaged ({type(exc).__name__}: {exc}); moved to "
+                                  f"{aside.name}: the case it named counts as not yet attempted")
 
     def start(self, case: Case) -> int:
         attempts = 1 + (self.previous[1] if self.previous and self.previous[0] == case.key() else 0)
@@ -208,24 +225,54 @@ def _start_meta(out: Path, grid: Grid, command, max_case_s: float, resume: bool)
     return meta
 
 
+def _say(message: str) -> None:
+    print(f"rnnbench: {message}", file=sys.stderr)
+
+
 def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, progress: bool = True,
               command: list[str] | None = None, max_case_s: float = 120.0,
-              timing: dict | None = None, accuracy_epochs: int = 15) -> Path:
+              timing: dict | None = None, accuracy_epochs: int = 15,
+              allow_oversubscribe: bool = False, notify=_say) -> Path:
     """Run every case of `grid` not yet in `out`/results.csv; return the folder.
-    On a resume, rows that ended in `error` or `unavailable` are run again."""
+
+    One sweep at a time holds `out` (RunLock). On a resume, damaged lines of the run's
+    files are set aside first (notify says which), then rows that ended in `error` or
+    `unavailable` are run again. Thread counts above the cores available are refused
+    unless allow_oversubscribe, when their rows say so."""
+    out = Path(out)
+    registered = impls.names()
+    over = machine.oversubscribed({c.threads for c in grid.cases(registered)}, allow_oversubscribe)
+    command = command or sys.argv
+    with RunLock(out, {"started": machine.now(), "command": command}):
+        prepare_run_dir(out, resume=resume, force=force)
+        recovered = []
+        if resume:
+            recovered = set_aside_damaged(out)
+            drop_rows_to_retry(out)
+            recovered += reconcile_raw_times(out)
+        attempts = _Attempts(out)
+        recovered += attempts.notes
+        for note in recovered:
+            notify(note)
+        done = done_keys(out) if resume else set()
+        cases = [c for c in grid.cases(registered) if c.key() not in done]
+        meta = _start_meta(out, grid, command, max_case_s, resume)
+        if recovered:
+            meta.setdefault("recovered", []).extend({"at": machine.now(), "note": n} for n in recovered)
+        if over:
+            meta["oversubscribed"] = {"threads": over, "cores_available": machine.cores_available()}
+        write_meta(out, meta)
+        _run_cases(out, grid, cases, done, meta, attempts, registered, progress=progress,
+                   max_case_s=max_case_s, timing=timing or {"min_time_s": grid.min_time_s},
+                   accuracy_epochs=accuracy_epochs)
+    return out
+
+
+def _run_cases(out: Path, grid: Grid, cases, done, meta, attempts, registered, *, progress,
+               max_case_s, timing, accuracy_epochs) -> None:
     from tqdm import tqdm
 
-    out = Path(out)
-    prepare_run_dir(out, resume=resume, force=force)
-    if resume:
-        drop_rows_to_retry(out)
-    registered = impls.names()
-    done = done_keys(out) if resume else set()
-    cases = [c for c in grid.cases(registered) if c.key() not in done]
-    meta = _start_meta(out, grid, command or sys.argv, max_case_s, resume)
-    write_meta(out, meta)
-    state, writer, attempts = _Sweep(meta, out), RowWriter(out), _Attempts(out)
-    timing = timing or {"min_time_s": grid.min_time_s}
+    state, writer = _Sweep(meta, out), RowWriter(out)
     try:
         bar = tqdm(cases, unit="case", file=sys.stderr, disable=not progress)
         for case in bar:
@@ -250,4 +297,3 @@ def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, pro
     finally:
         writer.close()
         write_meta(out, meta)
-    return out

@@ -24,6 +24,8 @@ clean, finite and identical for identical real data.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -270,33 +272,50 @@ _NPZ_ACCEPTED = " OR ".join(f"{{{', '.join(req)}}} (optional {', '.join(opt)})"
                             for req, opt in _NPZ_FORMS.items())
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of the archive, never unpickling anything."""
+_NPY_MAGIC, _ZIP_MAGIC, _PICKLE_PROTOCOL = b"\x93NUMPY", b"PK", b"\x80"
+
+
+def read_plain_npz(path) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive, never unpickling anything: what a file is decides
+    the message (an .npy array, pickled data, random bytes, a damaged archive) before
+    numpy reads it. ValueError for every kind of bad file."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(_NPY_MAGIC):
+        raise ValueError(f"{path}: expected an .npz archive (np.savez), got a single .npy array")
+    if head.startswith(_PICKLE_PROTOCOL):
+        raise ValueError(f"{path}: holds pickled data, which is refused for safety (never "
+                         "unpickled); save arrays with np.savez")
+    if not head.startswith(_ZIP_MAGIC):
+        raise ValueError(f"{path}: not an .npz archive (no zip signature; save with np.savez)")
     try:
         archive = np.load(path, allow_pickle=False)
-    except ValueError as e:  # e.g. a pickle file: numpy refuses before unpickling
-        raise ValueError(f"{path}: not an .npz archive loadable without pickle ({e}); "
-                         "pickled data is refused for safety") from e
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz archive (np.savez) with keys {_NPZ_ACCEPTED}, "
-                         "got a single .npy array")
-    with archive:
-        keys = set(archive.files)
-        forms = [req for req in _NPZ_FORMS if set(req) <= keys]
-        if len(forms) != 1:
-            raise ValueError(f"{path}: expected keys {_NPZ_ACCEPTED}; got {sorted(keys)}")
-        unexpected = keys - set(forms[0]) - set(_NPZ_FORMS[forms[0]])
-        if unexpected:  # likely a typo (e.g. 'lenghts'); silently ignoring it would mislead
-            raise ValueError(f"{path}: unexpected keys {sorted(unexpected)}; "
-                             f"accepted {_NPZ_ACCEPTED}")
-        arrays = {}
-        for key in sorted(keys):
-            try:
-                arrays[key] = archive[key]
-            except ValueError as e:
-                raise ValueError(f"{path}: key {key!r} holds an object array, which could only be "
-                                 "read by unpickling; pickled/object arrays are refused for safety "
-                                 f"(numpy: {e})") from e
+        with archive:
+            arrays = {}
+            for key in archive.files:
+                try:
+                    arrays[key] = archive[key]
+                except ValueError as e:  # numpy refuses before unpickling
+                    raise ValueError(f"{path}: key {key!r} holds an object array, which could "
+                                     "only be read by unpickling; pickled/object arrays are "
+                                     f"refused for safety (numpy: {e})") from e
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # truncated, corrupt
+        raise ValueError(f"{path}: a damaged .npz archive ({type(e).__name__}: {e})") from e
+    return arrays
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The data-set arrays of the archive, in one of the accepted key sets."""
+    arrays = read_plain_npz(path)
+    keys = set(arrays)
+    forms = [req for req in _NPZ_FORMS if set(req) <= keys]
+    if len(forms) != 1:
+        raise ValueError(f"{path}: expected keys {_NPZ_ACCEPTED}; got {sorted(keys)}")
+    unexpected = keys - set(forms[0]) - set(_NPZ_FORMS[forms[0]])
+    if unexpected:  # likely a typo (e.g. 'lenghts'); silently ignoring it would mislead
+        raise ValueError(f"{path}: unexpected keys {sorted(unexpected)}; "
+                         f"accepted {_NPZ_ACCEPTED}")
     return arrays
 
 
@@ -345,6 +364,18 @@ def _check_part(arrays: dict, kx: str, ky: str, kl: str, where: str) -> Part:
     return x, y, lengths
 
 
+def _pad_steps(part: Part, seq_len: int) -> Part:
+    """`part` right-padded with zeros to `seq_len` steps; its lengths are the file's, or
+    (none given) every sequence's original length. Unchanged when already that long."""
+    x, y, lengths = part
+    n, t, input_size = x.shape
+    if t == seq_len:
+        return part
+    padded = np.zeros((n, seq_len, input_size), dtype=x.dtype)  # (N, T_longer, I)
+    padded[:, :t] = x
+    return padded, y, np.full(n, t, dtype=np.int64) if lengths is None else lengths
+
+
 def _num_classes(arrays: dict, labels: list[tuple[str, np.ndarray]], where: str) -> int:
     """num_classes from the file, else max(first labels) + 1; checks every label is in range."""
     for key, y in labels:
@@ -378,8 +409,9 @@ def load_npz(path: str | Path, *, seed: int = 0, val_fraction: float = 0.2,
     with optional lengths_train, lengths_test; or x, y (split train/val/test),
     with optional lengths. Both take optional num_classes (else max train label
     + 1). x: (N, T, I) float or int, or (N, T) read as I=1; y: integer labels
-    (whole-number floats accepted). Train and test must share T and I (pad to a
-    common T and give lengths). Values past lengths are ignored and set to 0.
+    (whole-number floats accepted). Train and test must share I; a split with
+    fewer steps is zero-padded to the other's T, its lengths taken from the file
+    or, absent, its own T. Values past lengths are ignored and set to 0.
     """
     path = Path(path)
     if not path.is_file():
@@ -391,10 +423,14 @@ def load_npz(path: str | Path, *, seed: int = 0, val_fraction: float = 0.2,
         return _split_dataset(path.stem, full, num_classes, seed, val_fraction, test_fraction)
     train = _check_part(arrays, "x_train", "y_train", "lengths_train", where)
     test = _check_part(arrays, "x_test", "y_test", "lengths_test", where)
-    for axis, what in ((2, "input_size I"), (1, "seq_len T")):
-        if train[0].shape[axis] != test[0].shape[axis]:
-            raise ValueError(f"{where}: x_train and x_test differ in {what}: "
-                             f"{train[0].shape[axis]} vs {test[0].shape[axis]}")
+    if train[0].shape[2] != test[0].shape[2]:
+        raise ValueError(f"{where}: x_train and x_test differ in input_size I: "
+                         f"{train[0].shape[2]} vs {test[0].shape[2]}")
+    # Archives (UEA/UCR style) pad each split to its own longest sequence: pad the shorter
+    # split to the longer T. Exact, not approximate: the RNN is causal and reads each
+    # sequence's state at its own length, never a padded step.
+    seq_len = max(train[0].shape[1], test[0].shape[1])
+    train, test = _pad_steps(train, seq_len), _pad_steps(test, seq_len)
     num_classes = _num_classes(arrays, [("y_train", train[1]), ("y_test", test[1])], where)
     idx_train, idx_val, _ = split_indices(len(train[0]), val_fraction=val_fraction,
                                           test_fraction=0.0, seed=seed, labels=train[1])

@@ -1,0 +1,255 @@
+"""What a user can do to a run folder and to rnnbench's inputs without meeting a traceback:
+two sweeps on one folder, damaged run files, real-world .npz layouts, too many threads,
+non-finite weights, files that are not what their name says, wrongly typed TOML."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import impls
+from bench.measure.machine import cores_available
+from bench.results import (DamagedFile, load_run, read_meta, read_rows, scan_csv)
+from bench.run.lock import RunLock, RunLocked
+from bench.run.sweep import run_sweep
+from bench.spec import build_grid, load_config
+from bench.train.data import load_npz
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"min_samples": 3, "min_time_s": 0.01, "warmup_s": 0.0}
+TINY = dict(impls=["numpy"], phases=["forward"], batch_size=[1, 2], seq_len=[3], hidden_size=[4],
+            input_size=[2], accuracy=False)
+
+
+def tiny_grid(**overrides):
+    return build_grid("quick", **{**TINY, **overrides})
+
+
+def sweep(out, **kwargs):
+    notes = []
+    run_sweep(tiny_grid(**kwargs.pop("grid", {})), out, progress=False, timing=FAST,
+              notify=notes.append, **kwargs)
+    return notes
+
+
+def cli(*args, cwd=ROOT, env=None):
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def one_line_error(result, pattern: str) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rnnbench: error:")]
+    assert len(errors) == 1, result.stderr
+    assert pattern in errors[0], errors[0]
+    return errors[0]
+
+
+def keys_of(out) -> list[tuple]:
+    return [(r["impl"], r["phase"], r["batch_size"]) for r in read_rows(out)]
+
+
+# ------------------------------------------------------------------ 1. the run-folder lock
+
+HOLD = textwrap.dedent("""\
+    import sys, time
+    from bench.run.lock import RunLock
+    lock = RunLock(sys.argv[1], {"started": "2026-12-01T10:00:00+00:00", "command": ["rnnbench", "sweep"]}).acquire()
+    print("locked", flush=True)
+    time.sleep(120)
+    """)
+
+
+def test_a_held_run_folder_is_refused_and_a_dead_holder_blocks_nothing(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=rf"pid {holder.pid}, started 2026-12-01T10:00:00"):
+            sweep(out)
+        for extra in ([], ["--resume"], ["--force"]):
+            one_line_error(cli("sweep", "--impl", "numpy", "--out", str(out), "--quiet", *extra),
+                           f"pid {holder.pid}")
+        assert not (out / "results.csv").exists()  # nothing ran
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / ".lock").exists()  # the dead holder's file is still there ...
+    sweep(out, resume=True)  # ... and blocks nothing: the kernel dropped its lock
+    assert len(keys_of(out)) == 2
+
+
+def test_the_lock_is_held_for_the_whole_sweep_and_released_after(tmp_path):
+    out = tmp_path / "run"
+    sweep(out)
+    with RunLock(out, {"started": "now"}):  # free again once the sweep returned
+        pass
+
+
+# ------------------------------------------------------------------ 2. damaged run files
+
+def _damage_line(path: Path, number: int, text: str) -> str:
+    lines = path.read_text().splitlines(keepends=True)
+    original = lines[number - 1]
+    lines[number - 1] = text
+    path.write_text("".join(lines))
+    return original
+
+
+@pytest.mark.parametrize("bad", ["numpy,forward,oops\n", "not,a,row,\"unclosed\n",
+                                 "\udcff\udcfe garbage bytes\n"], ids=["short", "stray-quote", "binary"])
+def test_a_damaged_csv_line_is_named_and_resume_sets_it_aside(tmp_path, bad):
+    out = tmp_path / "run"
+    sweep(out, grid={"batch_size": [1, 2, 3]})
+    csv_path = out / "results.csv"
+    lines = csv_path.read_text().splitlines(keepends=True)
+    damaged = lines[2]  # the second row
+    csv_path.write_bytes("".join([*lines[:2], bad, *lines[3:]]).encode("utf-8", "surrogateescape"))
+    with pytest.raises(DamagedFile, match=r"results\.csv:3: damaged line"):
+        load_run(out)
+    one_line_error(cli("report", str(out)), "results.csv:3: damaged line")
+    notes = sweep(out, grid={"batch_size": [1, 2, 3]}, resume=True)
+    assert any("set aside into results.csv.damaged" in n for n in notes), notes
+    assert sorted(keys_of(out)) == [("numpy", "forward", b) for b in ("1", "2", "3")]  # rerun, once each
+    aside = (out / "results.csv.damaged").read_bytes().decode("utf-8", "surrogateescape")
+    assert aside == bad and damaged not in aside  # never deleted: the bad line is kept verbatim
+    assert read_meta(out)["recovered"]
+    assert len(load_run(out)) == 3
+
+
+def test_damaged_jsonl_meta_and_in_progress_files(tmp_path):
+    out = tmp_path / "run"
+    sweep(out)
+    _damage_line(out / "raw_times.jsonl", 1, '{"impl": "numpy", "times_s": [0.1\n')
+    (out / "in_progress.json").write_text("{not json")
+    good_meta = (out / "meta.json").read_text()
+    (out / "meta.json").write_text(good_meta[: len(good_meta) // 2])
+    with pytest.raises(DamagedFile, match=r"meta\.json: damaged JSON \(line \d+ column \d+"):
+        read_meta(out)
+    one_line_error(cli("report", str(out)), "meta.json: damaged JSON")
+    notes = sweep(out, resume=True)
+    joined = "\n".join(notes)
+    for expected in ("raw_times.jsonl: 1 damaged line(s) (1:", "meta.json: damaged JSON",
+                     "in_progress.json: damaged"):
+        assert expected in joined, joined
+    for sidecar in ("raw_times.jsonl.damaged", "meta.json.damaged", "in_progress.json.damaged"):
+        assert (out / sidecar).exists(), sidecar
+    raw = [json.loads(line) for line in (out / "raw_times.jsonl").read_text().splitlines()]
+    ok = [r for r in read_rows(out) if r["status"] == "ok"]
+    assert sorted(r["batch_size"] for r in raw) == sorted(int(r["batch_size"]) for r in ok)
+    assert read_meta(out)["finished"]
+
+
+def test_scan_keeps_a_reason_that_spans_lines(tmp_path):
+    """A quoted newline in a reason is one record over two lines: sound, not damaged."""
+    out = tmp_path / "run"
+    sweep(out)
+    path = out / "results.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    cells = lines[1].rstrip("\n").split(",")
+    cells[-1] = '"first line\nsecond line"'
+    path.write_text(lines[0] + ",".join(cells) + "\n" + "".join(lines[2:]))
+    text, bad = scan_csv(path)
+    assert not bad and load_run(out)["reason"].iloc[0] == "first line\nsecond line"
+
+
+# ------------------------------------------------------------------ 3. real-world .npz layouts
+
+def test_splits_padded_to_different_lengths_are_accepted(tmp_path):
+    """UEA/UCR archives pad each split to its own longest sequence (here 26 vs 29 steps)."""
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.standard_normal((40, 26, 3)), rng.standard_normal((12, 29, 3))
+    y_train, y_test = np.arange(40) % 2, np.arange(12) % 2
+    path = tmp_path / "uea.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    ds = load_npz(path)
+    assert ds.seq_len == 29 and ds.x_train.shape[1] == ds.x_val.shape[1] == 29
+    assert set(ds.lengths_train) == {26} and set(ds.lengths_val) == {26} and ds.lengths_test is None
+    assert (ds.x_train[:, 26:] == 0).all()
+    # exact, not approximate: the padded sequences give the logits of the unpadded ones
+    backend = impls.get("numpy")
+    params = backend.from_numpy(impls.init_params(3, 8, 2, seed=0, dtype=np.float64))
+    padded = backend.predict(params, ds.x_train[:4], ds.lengths_train[:4])
+    np.testing.assert_allclose(padded, backend.predict(params, np.ascontiguousarray(ds.x_train[:4, :26])),
+                               rtol=1e-12)
+    # lengths from the file win over the split's own length, and are checked against it
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+             lengths_train=np.full(40, 20), lengths_test=np.full(12, 29))
+    ds = load_npz(path)
+    assert set(ds.lengths_train) | set(ds.lengths_val) == {20} and set(ds.lengths_test) == {29}
+    result = cli("train", "--impl", "numpy", "--dataset", str(path), "--epochs", "1", "--quiet")
+    assert result.returncode == 0 and "test accuracy" in result.stdout, result.stderr
+
+
+# ------------------------------------------------------------------ 4. oversubscription
+
+def test_more_threads_than_cores_is_refused_or_run_and_flagged(tmp_path):
+    too_many = cores_available() + 1
+    with pytest.raises(ValueError, match=rf"threads {too_many} exceed the {cores_available()} core"):
+        sweep(tmp_path / "refused", grid={"threads": [too_many]})
+    assert not (tmp_path / "refused").exists()  # refused before anything was written
+    one_line_error(cli("sweep", "--impl", "numpy", "--threads", "999", "--out", str(tmp_path / "cli")),
+                   "--allow-oversubscribe")
+    out = tmp_path / "flagged"
+    sweep(out, grid={"threads": [too_many], "batch_size": [1]}, allow_oversubscribe=True)
+    (row,) = read_rows(out)
+    assert row["status"] == "ok" and f"oversubscribed: {too_many} threads" in row["reason"]
+    assert read_meta(out)["oversubscribed"]["threads"] == [too_many]
+    from bench.report.document import write_report
+    assert "**OVERSUBSCRIBED**: 1 row(s)" in write_report(out).read_text()
+
+
+# ------------------------------------------------------------------ 5. bad weights, files, TOML
+
+def test_non_finite_weights_are_refused_by_name(tmp_path):
+    params = impls.init_params(8, 4, 10, seed=0)
+    params["W_hh"][1, 2] = np.nan
+    with pytest.raises(ValueError, match="param W_hh holds 1 NaN/inf"):
+        impls.get("numpy").from_numpy(params)
+    path = tmp_path / "nan.npz"
+    np.savez(path, **params)
+    one_line_error(cli("evaluate", "--impl", "numpy", "--params", str(path)), "param W_hh holds 1 NaN/inf")
+
+
+RANDOM_BYTES = b"\x07" + np.random.default_rng(5).bytes(255)  # no file signature starts so
+
+
+@pytest.mark.parametrize("content, message", [
+    (RANDOM_BYTES, "not an .npz archive"),
+    (b"PK\x03\x04" + RANDOM_BYTES, "damaged .npz archive"),
+    (pickle.dumps([1, 2, 3]), "pickled data"),
+], ids=["random-bytes", "damaged-zip", "pickle"])
+def test_files_that_are_not_npz_archives_say_what_they_are(tmp_path, content, message):
+    path = tmp_path / "weights.npz"
+    path.write_bytes(content)
+    one_line_error(cli("evaluate", "--impl", "numpy", "--params", str(path)), message)
+    one_line_error(cli("train", "--impl", "numpy", "--dataset", str(path)), message)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('batch_size = "a"', "batch_size needs positive integers, got ['a']"),
+    ("batch_size = [true]", "batch_size needs positive integers, got [True]"),
+    ("seq_len = [2.5]", "seq_len needs positive integers"),
+    ("impls = [1]", "impls needs names"),
+    ('accuracy = "yes"', "accuracy must be true or false"),
+    ("min_time_s = 0", "min_time_s must be a positive number"),
+    ("preset = 3", "preset must be a preset name"),
+    ("batch_size = true", "batch_size must be a list"),
+])
+def test_wrongly_typed_toml_names_the_key(tmp_path, toml, message):
+    path = tmp_path / "grid.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ValueError) as caught:
+        config = load_config(path)
+        build_grid(config.pop("preset", None), **config)
+    assert message in str(caught.value)
+    one_line_error(cli("sweep", "--config", str(path), "--out", str(tmp_path / "run")), message.split(",")[0])
