@@ -157,8 +157,9 @@ def _check_types(grid: Grid) -> None:
         if not values or not all(_is_int(v) and v >= 1 for v in values):
             raise ValueError(f"{key} needs positive integers, got {list(values)!r}")
     for key in STR_LISTS:
-        if not all(isinstance(v, str) for v in getattr(grid, key)):
-            raise ValueError(f"{key} needs names (strings), got {list(getattr(grid, key))!r}")
+        values = getattr(grid, key)
+        if not all(isinstance(v, str) for v in values) or (key != "impls" and not values):
+            raise ValueError(f"{key} needs names (strings), got {list(values)!r}")
     for key in BOOL_KEYS:
         if not isinstance(getattr(grid, key), bool):
             raise ValueError(f"{key} must be true or false, got {getattr(grid, key)!r}")

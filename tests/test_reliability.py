@@ -4,6 +4,7 @@ non-finite weights, files that are not what their name says, wrongly typed TOML.
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def cli(*args, cwd=ROOT, env=None):
 def one_line_error(result, pattern: str) -> str:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("rnnbench: error:")]
+    # ours: "rnnbench: error: ..."; argparse's: "rnnbench sweep: error: ..." after the usage
+    errors = [line for line in result.stderr.splitlines() if re.match(r"rnnbench( \w+)?: error: ", line)]
     assert len(errors) == 1, result.stderr
     assert pattern in errors[0], errors[0]
     return errors[0]
@@ -253,3 +255,45 @@ def test_wrongly_typed_toml_names_the_key(tmp_path, toml, message):
         build_grid(config.pop("preset", None), **config)
     assert message in str(caught.value)
     one_line_error(cli("sweep", "--config", str(path), "--out", str(tmp_path / "run")), message.split(",")[0])
+
+
+# ------------------------------------------------------------------ 7. killed at any moment
+
+SWEEP_ARGS = ["sweep", "--impl", "numpy", "--phase", "forward,train_step", "--batch-size", "1,2",
+              "--seq-len", "3", "--hidden-size", "4", "--input-size", "2", "--no-accuracy", "--quiet"]
+EXPECTED_KEYS = {("numpy", phase, b) for phase in ("forward", "train_step") for b in ("1", "2")}
+
+
+@pytest.mark.parametrize("point", ["calibration", "case:1", "case:3", "between-raw-and-row:2",
+                                   "meta-replace:1", "meta-replace:2"])
+def test_a_sweep_killed_anywhere_resumes_to_exactly_one_row_per_case(tmp_path, point):
+    """SIGKILL at a named moment (bench.faults), then --resume: one row per case, one entry
+    of raw times per timed row with as many samples as the row says, a valid meta.json."""
+    from bench import faults
+
+    out = tmp_path / "run"
+    env = {**os.environ, faults.ENV: point}
+    killed = cli(*SWEEP_ARGS, "--out", str(out), env=env)
+    assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr)
+    grid = build_grid("quick", impls=["numpy"], phases=["forward", "train_step"], batch_size=[1, 2],
+                      seq_len=[3], hidden_size=[4], input_size=[2], accuracy=False)
+    run_sweep(grid, out, resume=True, progress=False, timing=FAST, notify=lambda note: None)
+    rows = read_rows(out)
+    assert sorted(keys_of(out)) == sorted(EXPECTED_KEYS)  # each case exactly once
+    assert {r["status"] for r in rows} == {"ok"}
+    raw = [json.loads(line) for line in (out / "raw_times.jsonl").read_text().splitlines()]
+    by_key = {(r["impl"], r["phase"], str(r["batch_size"])): len(r["times_s"]) for r in raw}
+    assert len(raw) == len(by_key) == len(rows)
+    assert by_key == {(r["impl"], r["phase"], r["batch_size"]): int(r["samples"]) for r in rows}
+    meta = read_meta(out)
+    assert meta["finished"] and meta["implementations"] and meta["machine"]
+    assert not (out / "in_progress.json").exists()
+
+
+@pytest.mark.parametrize("flag", ["--impl", "--phase", "--dtype"])
+def test_an_empty_name_list_is_an_error_not_everything(tmp_path, flag):
+    """Found while fuzzing: `--impl ""` used to mean every implementation (an empty grid
+    field), `--phase ""` a sweep of nothing."""
+    one_line_error(cli("sweep", flag, "", "--out", str(tmp_path / "run")), "expected comma-separated names")
+    with pytest.raises(ValueError, match="phases needs names"):
+        build_grid("quick", phases=[])
