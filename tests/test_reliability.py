@@ -297,3 +297,12 @@ def test_an_empty_name_list_is_an_error_not_everything(tmp_path, flag):
     one_line_error(cli("sweep", flag, "", "--out", str(tmp_path / "run")), "expected comma-separated names")
     with pytest.raises(ValueError, match="phases needs names"):
         build_grid("quick", phases=[])
+
+
+def test_a_reader_that_leaves_early_is_not_an_error():
+    """`rnnbench list | head -1`: the pipe closes before rnnbench writes."""
+    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "list"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # before the first line: the command is still importing
+    assert process.wait(timeout=120) == 0
+    assert b"error" not in process.stderr.read()
