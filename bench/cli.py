@@ -320,7 +320,9 @@ COMMANDS = {"list": cmd_list, "check": cmd_check, "train": cmd_train, "evaluate"
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe is met here, not in the interpreter's exit
+        return status
     except BrokenPipeError:  # `rnnbench list | head`: the reader left, nothing went wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

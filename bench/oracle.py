@@ -9,23 +9,53 @@ from __future__ import annotations
 
 import numpy as np
 
-from impls.params import PARAM_NAMES
+from impls.params import cell_of
 
 _TINY = 1e-300
 
 
-def float64_logits_and_grads(params: dict, x: np.ndarray, dlogits: np.ndarray | None = None,
-                             lengths: np.ndarray | None = None):
-    """-> (logits, grads or None) in float64 numpy; grads of sum(logits * dlogits)."""
+def _step(cell: str, p: dict, x_t, h, c):
+    """One step of `cell` written out from PyTorch's documented equations, gate rows in
+    PyTorch's order (lstm i, f, g, o; gru r, z, n): -> (h, c)."""
     import torch
 
+    H = h.shape[1]
+    if cell == "rnn_tanh":
+        return torch.tanh(x_t @ p["W_xh"].T + h @ p["W_hh"].T + p["b_h"]), c
+    if cell == "lstm":
+        W_i, W_f, W_g, W_o = (p["W_xh"][k * H:(k + 1) * H] for k in range(4))
+        U_i, U_f, U_g, U_o = (p["W_hh"][k * H:(k + 1) * H] for k in range(4))
+        b_i, b_f, b_g, b_o = (p["b_h"][k * H:(k + 1) * H] for k in range(4))
+        i = torch.sigmoid(x_t @ W_i.T + h @ U_i.T + b_i)
+        f = torch.sigmoid(x_t @ W_f.T + h @ U_f.T + b_f)
+        g = torch.tanh(x_t @ W_g.T + h @ U_g.T + b_g)
+        o = torch.sigmoid(x_t @ W_o.T + h @ U_o.T + b_o)
+        c = f * c + i * g
+        return o * torch.tanh(c), c
+    W_r, W_z, W_n = (p["W_xh"][k * H:(k + 1) * H] for k in range(3))
+    U_r, U_z, U_n = (p["W_hh"][k * H:(k + 1) * H] for k in range(3))
+    b_r, b_z, b_in = (p["b_h"][k * H:(k + 1) * H] for k in range(3))
+    r = torch.sigmoid(x_t @ W_r.T + h @ U_r.T + b_r)
+    z = torch.sigmoid(x_t @ W_z.T + h @ U_z.T + b_z)
+    n = torch.tanh(x_t @ W_n.T + b_in + r * (h @ U_n.T + p["b_hn"]))
+    return (1 - z) * n + z * h, c
+
+
+def float64_logits_and_grads(params: dict, x: np.ndarray, dlogits: np.ndarray | None = None,
+                             lengths: np.ndarray | None = None):
+    """-> (logits, grads or None) in float64 numpy; grads of sum(logits * dlogits). The
+    cell (rnn_tanh, lstm, gru) is read off the params; h_0 = c_0 = 0."""
+    import torch
+
+    cell = cell_of(params)
     p = {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=True) for k, v in params.items()}
     xt = torch.tensor(np.asarray(x, dtype=np.float64))
     batch_size, seq_len, _ = xt.shape
-    h = torch.zeros(batch_size, p["W_hh"].shape[0], dtype=torch.float64)
+    h = torch.zeros(batch_size, p["W_hy"].shape[1], dtype=torch.float64)
+    c = torch.zeros_like(h)
     states = []
     for t in range(seq_len):
-        h = torch.tanh(xt[:, t, :] @ p["W_xh"].T + h @ p["W_hh"].T + p["b_h"])
+        h, c = _step(cell, p, xt[:, t, :], h, c)
         states.append(h)
     if lengths is None:
         h_last = h
@@ -34,9 +64,10 @@ def float64_logits_and_grads(params: dict, x: np.ndarray, dlogits: np.ndarray | 
     logits = h_last @ p["W_hy"].T + p["b_y"]
     if dlogits is None:
         return logits.detach().numpy(), None
-    grads = torch.autograd.grad(logits, [p[k] for k in PARAM_NAMES],
+    names = list(params)
+    grads = torch.autograd.grad(logits, [p[k] for k in names],
                                 torch.tensor(np.asarray(dlogits, dtype=np.float64)))
-    return logits.detach().numpy(), {k: g.numpy() for k, g in zip(PARAM_NAMES, grads)}
+    return logits.detach().numpy(), {k: g.numpy() for k, g in zip(names, grads)}
 
 
 def rel_error(actual, expected) -> float:
@@ -77,13 +108,13 @@ def compare(backend, params: dict, x: np.ndarray, dlogits: np.ndarray,
 
 
 def seeded_inputs(batch_size: int, seq_len: int, input_size: int, hidden_size: int,
-                  num_classes: int, *, seed: int, dtype=np.float64):
-    """(params, x, dlogits) for one conformance case: canonical params, inputs and an
-    upstream gradient, seeded. It builds inputs only; `compare` does the checking."""
+                  num_classes: int, *, seed: int, dtype=np.float64, cell: str = "rnn_tanh"):
+    """(params, x, dlogits) for one conformance case: canonical params of `cell`, inputs
+    and an upstream gradient, seeded. It builds inputs only; `compare` does the checking."""
     from impls.params import init_params
 
     rng = np.random.default_rng(seed + 1)
-    params = init_params(input_size, hidden_size, num_classes, seed=seed, dtype=dtype)
+    params = init_params(input_size, hidden_size, num_classes, seed=seed, dtype=dtype, cell=cell)
     x = rng.standard_normal((batch_size, seq_len, input_size)).astype(dtype)
     dlogits = rng.standard_normal((batch_size, num_classes)).astype(dtype)
     return params, x, dlogits

@@ -7,10 +7,10 @@
     bound = backend.bind(params, x)   # checked once; bound.predict() etc. do not check again
 """
 from .base import Backend, BackwardUnsupported, Bound, HostArrayBackend, Unavailable
-from .params import (PARAM_NAMES, WEIGHT_NAMES, check_finite, check_params, infer_sizes, init_params,
-                     param_shapes)
+from .params import (CELLS, PARAM_NAMES, WEIGHT_NAMES, cell_of, check_finite, check_params,
+                     infer_sizes, init_params, param_names, param_shapes)
 from .registry import REGISTRY, Entry, Status, available, entry, get, names, tolerance
 
-__all__ = ["Backend", "BackwardUnsupported", "Bound", "Entry", "HostArrayBackend", "PARAM_NAMES", "REGISTRY", "Status",
+__all__ = ["CELLS", "cell_of", "param_names", "Backend", "BackwardUnsupported", "Bound", "Entry", "HostArrayBackend", "PARAM_NAMES", "REGISTRY", "Status",
            "Unavailable", "WEIGHT_NAMES", "available", "check_finite", "check_params", "entry", "get",
            "infer_sizes", "init_params", "names", "param_shapes", "tolerance"]

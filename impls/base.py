@@ -72,7 +72,7 @@ class Backend:
     def from_numpy(self, params: dict) -> dict:
         """Canonical numpy dict -> this backend's native arrays, same keys. The values must
         be finite: NaN/inf weights are refused with the parameter's name."""
-        check_params(params)
+        self._check_cell(check_params(params))
         check_finite(params)
         dtypes = {np.asarray(p).dtype for p in params.values()}
         if len(dtypes) != 1:
@@ -156,6 +156,11 @@ class Backend:
         return self._backward(params, cache, dlogits)
 
     # --- validation, shared by every backend ----------------------------------------
+    def _check_cell(self, cell: str) -> None:
+        if cell not in self.cells:
+            raise ValueError(f"backend {self.name!r} runs the {', '.join(self.cells)} cell(s), not "
+                             f"{cell}; implementations that run {cell}: see `rnnbench list`")
+
     def _check_dtype(self, dtype, what: str) -> None:
         if np.dtype(dtype) not in self.dtypes:
             runs = ", ".join(str(d) for d in self.dtypes)
@@ -163,7 +168,7 @@ class Backend:
 
     def check_input(self, params: dict, x, lengths=None) -> None:
         """ValueError, saying what was expected and what came, unless x can be run as is."""
-        check_params(params)
+        self._check_cell(check_params(params))
         input_size = infer_sizes(params)[0]
         if not self._is_native(x):
             raise ValueError(f"x must be a {self.name} native array (convert once with "

@@ -16,6 +16,7 @@ class NumpyBackend(HostArrayBackend):
     name = "numpy"
     supports_backward = True
     math = "reference"
+    cells = ("rnn_tanh", "lstm", "gru")
     xp = np  # the namespace reference.* runs on (rnnbench profile times its parts on it)
     kernels = reference.Kernels
 

@@ -1,12 +1,14 @@
 """`torch`: PyTorch eager, the article's nn.RNN(batch_first=True) + nn.Linear on the last step.
 
-Bias mapping: nn.RNN keeps two biases, b_ih and b_hh, that only ever appear as a sum.
-The canonical b_h is that sum: loading sets b_ih = b_h and b_hh = 0; reading a module
-back gives b_h = b_ih + b_hh (`to_module` / `from_module`, round trip tested). The
-gradient of b_h is the gradient of b_ih.
+Bias mapping: nn.RNN and nn.LSTM keep two biases, b_ih and b_hh, that only ever appear
+as a sum. The canonical b_h is that sum: loading sets b_ih = b_h and b_hh = 0; reading a
+module back gives b_h = b_ih + b_hh (`to_module` / `from_module`, round trip tested). The
+gradient of b_h is the gradient of b_ih. nn.GRU's n gate multiplies its hidden bias by the
+reset gate, so that one is kept apart: b_ih = b_h = [b_ir + b_hr, b_iz + b_hz, b_in] and
+b_hh = [0, 0, b_hn]; reading back gives b_h = b_ih + [b_hr, b_hz, 0] and b_hn = b_hh's last H.
 
-Forward calls torch.rnn_tanh, the ATen kernel nn.RNN.forward itself calls, with the
-canonical tensors. Routing a params dict through the module with torch.func.functional_call
+Forward calls torch.rnn_tanh / torch.lstm / torch.gru, the ATen kernels nn.RNN / nn.LSTM /
+nn.GRU.forward themselves call, with the canonical tensors. Routing a params dict through the module with torch.func.functional_call
 computes the same thing but was measured at +37 us a call here (B=1, T=8: +50 %), a cost
 no nn.RNN user pays; the test suite checks this path against a real nn.RNN + nn.Linear.
 Backward is autograd on the graph kept in `cache`.
@@ -18,51 +20,69 @@ import torch
 import torch.nn.functional as F
 
 from .base import Backend, Unavailable
-from .params import PARAM_NAMES
 
 _TO_NUMPY_DTYPE = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64,
                    torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32,
                    torch.int64: np.int64, torch.uint8: np.uint8, torch.bool: np.bool_}
 
 
-class RNNClassifier(torch.nn.Module):
-    """The source article's model, verbatim in structure."""
+MODULES = {"rnn_tanh": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 
-    def __init__(self, input_size: int, hidden_size: int, num_classes: int):
+
+class RNNClassifier(torch.nn.Module):
+    """The source article's model, verbatim in structure; `cell` picks nn.RNN, nn.LSTM or nn.GRU."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_classes: int, cell: str = "rnn_tanh"):
         super().__init__()
-        self.rnn = torch.nn.RNN(input_size, hidden_size, batch_first=True)
+        self.cell = cell
+        self.rnn = MODULES[cell](input_size, hidden_size, batch_first=True)
         self.fc = torch.nn.Linear(hidden_size, num_classes)
 
     def forward(self, x):
-        out, _ = self.rnn(x)  # (B, T, H); h_0 defaults to zeros
+        out, _ = self.rnn(x)  # (B, T, H); h_0 (and c_0) default to zeros
         return self.fc(out[:, -1, :])  # (B, C)
 
 
 def to_module(params: dict, device="cpu") -> RNNClassifier:
-    """The canonical numpy dict as the article's nn.Module (b_ih = b_h, b_hh = 0)."""
-    hidden_size, input_size = params["W_xh"].shape
-    model = RNNClassifier(input_size, hidden_size, params["W_hy"].shape[0])
+    """The canonical numpy dict as the article's nn.Module, of the params' cell (bias
+    mapping in the module docstring)."""
+    from .params import cell_of
+
+    cell = cell_of(params)
+    num_classes, hidden_size = params["W_hy"].shape
+    model = RNNClassifier(params["W_xh"].shape[1], hidden_size, num_classes, cell)
     dtype = torch.from_numpy(np.asarray(params["W_xh"])).dtype
     model.to(device=device, dtype=dtype)
+    b_hh = np.zeros_like(params["b_h"])
+    if cell == "gru":
+        b_hh[2 * hidden_size:] = params["b_hn"]
     state = {"rnn.weight_ih_l0": params["W_xh"], "rnn.weight_hh_l0": params["W_hh"],
-             "rnn.bias_ih_l0": params["b_h"], "rnn.bias_hh_l0": np.zeros_like(params["b_h"]),
+             "rnn.bias_ih_l0": params["b_h"], "rnn.bias_hh_l0": b_hh,
              "fc.weight": params["W_hy"], "fc.bias": params["b_y"]}
     model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
     return model
 
 
 def from_module(model: RNNClassifier) -> dict:
-    """An RNNClassifier's weights as the canonical numpy dict (b_h = b_ih + b_hh)."""
+    """An RNNClassifier's weights as the canonical numpy dict of its cell."""
     rnn, fc = model.rnn, model.fc
     as_np = lambda t: t.detach().cpu().numpy().copy()  # noqa: E731
-    return {"W_xh": as_np(rnn.weight_ih_l0), "W_hh": as_np(rnn.weight_hh_l0),
-            "b_h": as_np(rnn.bias_ih_l0 + rnn.bias_hh_l0),
-            "W_hy": as_np(fc.weight), "b_y": as_np(fc.bias)}
+    params = {"W_xh": as_np(rnn.weight_ih_l0), "W_hh": as_np(rnn.weight_hh_l0),
+              "W_hy": as_np(fc.weight), "b_y": as_np(fc.bias)}
+    if isinstance(rnn, torch.nn.GRU):
+        hidden_size = rnn.hidden_size
+        b_hh = rnn.bias_hh_l0
+        merged = torch.cat([b_hh[:2 * hidden_size], torch.zeros_like(b_hh[2 * hidden_size:])])
+        params.update(b_h=as_np(rnn.bias_ih_l0 + merged), b_hn=as_np(b_hh[2 * hidden_size:]))
+    else:
+        params["b_h"] = as_np(rnn.bias_ih_l0 + rnn.bias_hh_l0)
+    return params
 
 
 class TorchBackend(Backend):
     name = "torch"
     math = "torch"  # torch operators: rnnbench profile reads them with torch.profiler
+    cells = ("rnn_tanh", "lstm", "gru")
 
     def __init__(self, device: str = "cpu"):
         self.torch_device = torch.device(device)
@@ -103,11 +123,19 @@ class TorchBackend(Backend):
 
     def _logits(self, p, x, lengths):
         batch_size = x.shape[0]
-        hidden_size = p["W_hh"].shape[0]
+        hidden_size = p["W_hy"].shape[1]
         h0 = x.new_zeros((1, batch_size, hidden_size))
-        weights = [p["W_xh"], p["W_hh"], p["b_h"], torch.zeros_like(p["b_h"])]
-        # args after weights: has_biases, num_layers, dropout, train, bidirectional, batch_first
-        out, _ = torch.rnn_tanh(x, h0, weights, True, 1, 0.0, False, False, True)  # (B, T, H)
+        # args after the weights: has_biases, num_layers, dropout, train, bidirectional, batch_first
+        if "b_hn" in p:  # gru: b_hh = [0, 0, b_hn] (module docstring)
+            b_hh = torch.cat([p["b_hn"].new_zeros(2 * hidden_size), p["b_hn"]])
+            out, _ = torch.gru(x, h0, [p["W_xh"], p["W_hh"], p["b_h"], b_hh], True, 1, 0.0, False,
+                               False, True)  # (B, T, H)
+        elif p["W_hh"].shape[0] != hidden_size:  # lstm: 4H gate rows
+            weights = [p["W_xh"], p["W_hh"], p["b_h"], torch.zeros_like(p["b_h"])]
+            out, _, _ = torch.lstm(x, [h0, torch.zeros_like(h0)], weights, True, 1, 0.0, False, False, True)
+        else:
+            weights = [p["W_xh"], p["W_hh"], p["b_h"], torch.zeros_like(p["b_h"])]
+            out, _ = torch.rnn_tanh(x, h0, weights, True, 1, 0.0, False, False, True)  # (B, T, H)
         if lengths is None:
             h_last = out[:, -1, :]
         else:
@@ -116,7 +144,7 @@ class TorchBackend(Backend):
 
     def _forward(self, params, x, lengths):
         # Fresh leaves each call: the graph belongs to this call's cache alone.
-        leaves = {k: params[k].detach().requires_grad_(True) for k in PARAM_NAMES}
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         logits = self._logits(leaves, x, lengths)
         return logits, {"batch_size": x.shape[0], "leaves": leaves, "logits": logits}
 
@@ -125,10 +153,11 @@ class TorchBackend(Backend):
             return self._logits(params, x, lengths)
 
     def _backward(self, params, cache, dlogits):
-        leaves = [cache["leaves"][k] for k in PARAM_NAMES]
+        names = list(cache["leaves"])
         # retain_graph: backward on one cache may be called again (the harness times it).
-        grads = torch.autograd.grad(cache["logits"], leaves, dlogits, retain_graph=True)
-        return dict(zip(PARAM_NAMES, grads))
+        grads = torch.autograd.grad(cache["logits"], [cache["leaves"][k] for k in names], dlogits,
+                                    retain_graph=True)
+        return dict(zip(names, grads))
 
 
 def checked_device(device: str | None, default: str = "cpu") -> str:

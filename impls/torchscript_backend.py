@@ -17,6 +17,7 @@ from .torch_loop import cell_loop_logits
 
 
 class TorchScriptBackend(TorchBackend):
+    cells = ("rnn_tanh",)  # the hand-written cell loop is the tanh cell's (LSTM/GRU loops: issue 10)
     name = "torchscript"
 
     def __init__(self, device: str = "cpu"):

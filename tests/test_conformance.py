@@ -27,33 +27,45 @@ DTYPES = [np.float64, np.float32]
 FAST_SHAPES_FOR_HEAVY = ("batch1", "typical")
 
 
+CELLS = list(impls.CELLS)
+
+
 def oracle_cases() -> list:
     cases = []
     for name in impls.names():
         heavy = impls.entry(name).compile_heavy
-        for shape_id, shape in SHAPES.items():
-            slow = heavy and shape_id not in FAST_SHAPES_FOR_HEAVY
-            cases.append(pytest.param(name, shape, id=f"{name}-{shape_id}",
-                                      marks=pytest.mark.slow if slow else ()))
+        for cell in CELLS:
+            for shape_id, shape in SHAPES.items():
+                slow = heavy and shape_id not in FAST_SHAPES_FOR_HEAVY
+                cases.append(pytest.param(name, shape, cell, id=f"{name}-{cell}-{shape_id}",
+                                          marks=pytest.mark.slow if slow else ()))
     return cases
+
+
+def backend_for(name, cell):
+    """The backend, or a skip stating why it cannot run here or does not run `cell`."""
+    backend = backend_or_skip(name)
+    if cell not in backend.cells:
+        pytest.skip(f"{name} runs {', '.join(backend.cells)} only; {cell} is open work (issue 10)")
+    return backend
 
 
 ORACLE_NEEDS_TORCH = "the float64 oracle is PyTorch autograd and torch is not installed"
 
 
-def check_against_oracle(name, shape, dtype, lengths=None):
+def check_against_oracle(name, shape, dtype, lengths=None, cell="rnn_tanh"):
     pytest.importorskip("torch", reason=ORACLE_NEEDS_TORCH)
-    backend = backend_or_skip(name)
+    backend = backend_for(name, cell)
     if np.dtype(dtype) not in backend.dtypes:
         pytest.skip(f"{name} does not run {np.dtype(dtype)}")
-    params, x, dlogits = seeded_inputs(*shape, seed=7, dtype=dtype)
+    params, x, dlogits = seeded_inputs(*shape, seed=7, dtype=dtype, cell=cell)
     # Precondition: the backend receives exactly the oracle's params and inputs.
     native = backend.from_numpy(params)
     for key, value in backend.to_numpy(native).items():
         np.testing.assert_array_equal(value, params[key])
     np.testing.assert_array_equal(backend.to_numpy(backend.asarray(x)), x)
     errors = compare(backend, params, x, dlogits, lengths)
-    expected_keys = {"logits", *impls.PARAM_NAMES} if backend.supports_backward else {"logits"}
+    expected_keys = {"logits", *impls.param_names(cell)} if backend.supports_backward else {"logits"}
     assert set(errors) == expected_keys
     bound = impls.tolerance(name, dtype)
     worst = max(errors, key=errors.get)
@@ -61,24 +73,26 @@ def check_against_oracle(name, shape, dtype, lengths=None):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("name, shape", oracle_cases())
-def test_matches_float64_oracle(name, shape, dtype):
-    check_against_oracle(name, shape, dtype)
+@pytest.mark.parametrize("name, shape, cell", oracle_cases())
+def test_matches_float64_oracle(name, shape, cell, dtype):
+    check_against_oracle(name, shape, dtype, cell=cell)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("name", impl_params(fast_for_heavy=True))
-def test_variable_lengths_match_oracle(name, dtype):
+def test_variable_lengths_match_oracle(name, dtype, cell):
     lengths = np.array([1, 9, 4, 9, 6])
-    check_against_oracle(name, (5, 9, 3, 12, 4), dtype, lengths)
+    check_against_oracle(name, (5, 9, 3, 12, 4), dtype, lengths, cell)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("name", impl_params())
-def test_padding_never_changes_a_result(name):
+def test_padding_never_changes_a_result(name, cell):
     """Right-padding is exact: each sequence's logits equal those of the unpadded
     sequence run alone, whatever values fill the padding."""
-    backend = backend_or_skip(name)
-    params, x, _ = seeded_inputs(4, 10, 3, 8, 5, seed=3)
+    backend = backend_for(name, cell)
+    params, x, _ = seeded_inputs(4, 10, 3, 8, 5, seed=3, cell=cell)
     lengths = np.array([10, 3, 7, 1])
     padded = x.copy()
     for i, n in enumerate(lengths):
@@ -148,11 +162,12 @@ def test_bound_calls_equal_the_checked_ones(name):
             bound.backward(cache, dn)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("name", impls.names())
-def test_no_hidden_state_between_calls(name):
+def test_no_hidden_state_between_calls(name, cell):
     """Same inputs -> bitwise the same outputs, and backward repeats on one cache."""
-    backend = backend_or_skip(name)
-    params, x, dlogits = seeded_inputs(3, 6, 4, 8, 2, seed=5)
+    backend = backend_for(name, cell)
+    params, x, dlogits = seeded_inputs(3, 6, 4, 8, 2, seed=5, cell=cell)
     native, xn, dn = backend.from_numpy(params), backend.asarray(x), backend.asarray(dlogits)
     first_logits, cache = backend.forward(native, xn)
     backend.forward(native, backend.asarray(x[::-1].copy()))  # an unrelated call in between
@@ -176,10 +191,11 @@ def test_from_numpy_does_not_alias_caller_arrays(name):
     np.testing.assert_array_equal(before, after)
 
 
-def test_oracle_matches_central_differences():
+@pytest.mark.parametrize("cell", CELLS)
+def test_oracle_matches_central_differences(cell):
     """The oracle's own gradients, against finite differences of its logits."""
     pytest.importorskip("torch", reason=ORACLE_NEEDS_TORCH)
-    params, x, dlogits = seeded_inputs(2, 5, 3, 4, 3, seed=11)
+    params, x, dlogits = seeded_inputs(2, 5, 3, 4, 3, seed=11, cell=cell)
     _, grads = float64_logits_and_grads(params, x, dlogits)
     eps = 1e-6
     for key, value in params.items():
@@ -190,3 +206,25 @@ def test_oracle_matches_central_differences():
             bumped[key][index] -= 2 * eps
             down = np.sum(float64_logits_and_grads(bumped, x)[0] * dlogits)
             assert abs((up - down) / (2 * eps) - grads[key][index]) < 1e-7, (key, index)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_oracle_equals_torchs_own_modules(cell):
+    """The oracle's step-by-step LSTM and GRU against nn.LSTM / nn.GRU themselves."""
+    torch = pytest.importorskip("torch", reason=ORACLE_NEEDS_TORCH)
+    from impls.torch_backend import to_module
+
+    params, x, _ = seeded_inputs(3, 7, 4, 6, 2, seed=2, cell=cell)
+    expected = to_module(params)(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(float64_logits_and_grads(params, x)[0], expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", impls.names())
+def test_a_cell_a_backend_does_not_run_is_a_clear_error(name):
+    backend = backend_or_skip(name)
+    missing = [c for c in CELLS if c not in backend.cells]
+    if not missing:
+        pytest.skip(f"{name} runs every cell")
+    params = impls.init_params(3, 4, 2, seed=0, cell=missing[0])
+    with pytest.raises(ValueError, match=rf"runs the .* cell\(s\), not {missing[0]}"):
+        backend.from_numpy(params)

@@ -19,11 +19,14 @@ def loss_of(backend, params, x, dlogits, lengths=None):
 HAND_DERIVED = ["numpy", "numba"]
 
 
+@pytest.mark.parametrize("cell", impls.CELLS)
 @pytest.mark.parametrize("lengths", [None, np.array([2, 6, 4])], ids=["full", "lengths"])
 @pytest.mark.parametrize("name", HAND_DERIVED)
-def test_bptt_gradients_match_central_differences(name, lengths):
+def test_bptt_gradients_match_central_differences(name, lengths, cell):
     backend = backend_or_skip(name)
-    params, x, dlogits = seeded_inputs(3, 6, 3, 5, 4, seed=21, dtype=np.float64)
+    if cell not in backend.cells:
+        pytest.skip(f"{name} runs {', '.join(backend.cells)} only; {cell} is open work (issue 10)")
+    params, x, dlogits = seeded_inputs(3, 6, 3, 5, 4, seed=21, dtype=np.float64, cell=cell)
     native = backend.from_numpy(params)
     native_lengths = None if lengths is None else backend.asarray(lengths)
     _, cache = backend.forward(native, backend.asarray(x), native_lengths)
@@ -54,10 +57,11 @@ def test_gradient_flows_through_every_step():
     assert not np.allclose(backend.backward(params, cache2, dlogits)["W_xh"], base)
 
 
+@pytest.mark.parametrize("cell", impls.CELLS)
 @pytest.mark.parametrize("lengths", [None, [3, 6]], ids=["full", "lengths"])
-def test_reference_runs_unchanged_under_array_api_strict(lengths):
+def test_reference_runs_unchanged_under_array_api_strict(lengths, cell):
     xps = pytest.importorskip("array_api_strict")
-    params, x, dlogits = seeded_inputs(2, 6, 3, 5, 4, seed=9)
+    params, x, dlogits = seeded_inputs(2, 6, 3, 5, 4, seed=9, cell=cell)
     np_lengths = None if lengths is None else np.array(lengths)
     logits, cache = reference.forward(np, params, x, np_lengths)
     grads = reference.backward(np, params, cache, dlogits)

@@ -108,3 +108,29 @@ def test_init_params_shapes_and_bounds():
     again = impls.init_params(3, 16, 5, seed=1, dtype=np.float32)
     for key in params:  # one draw, two dtypes: the same numbers up to rounding
         np.testing.assert_allclose(again[key], params[key], rtol=1e-7)
+
+
+@pytest.mark.parametrize("cell, gates", [("rnn_tanh", 1), ("lstm", 4), ("gru", 3)])
+def test_each_cell_has_its_canonical_names_shapes_and_is_read_off_the_params(cell, gates):
+    params = impls.init_params(3, 5, 4, seed=0, cell=cell)
+    assert params["W_xh"].shape == (gates * 5, 3) and params["W_hh"].shape == (gates * 5, 5)
+    assert params["b_h"].shape == (gates * 5,) and params["W_hy"].shape == (4, 5)
+    assert ("b_hn" in params) == (cell == "gru")
+    assert impls.cell_of(params) == cell and impls.check_params(params) == cell
+    assert impls.infer_sizes(params) == (3, 5, 4)
+    assert all(np.abs(v).max() <= 1 / np.sqrt(5) for v in params.values())
+
+
+def test_names_of_one_cell_with_the_shapes_of_another_are_refused_naming_both():
+    gru = impls.init_params(3, 5, 4, seed=0, cell="gru")
+    lstm = impls.init_params(3, 5, 4, seed=0, cell="lstm")
+    with pytest.raises(ValueError, match=r"b_hn, a gru parameter.*shape of lstm"):
+        impls.cell_of({**lstm, "b_hn": gru["b_hn"]})
+    with pytest.raises(ValueError, match=r"shape of gru, but there is no b_hn"):
+        impls.cell_of({k: v for k, v in gru.items() if k != "b_hn"})
+    with pytest.raises(ValueError, match=r"W_hh has 10 rows"):
+        impls.cell_of({**lstm, "W_hh": np.zeros((10, 5), np.float32)})
+    with pytest.raises(ValueError, match=r"b_h has shape \(15,\), expected \(20,\) for lstm"):
+        impls.check_params({**lstm, "b_h": gru["b_h"]})
+    with pytest.raises(ValueError, match="are for the gru cell, not lstm"):
+        impls.check_params(gru, cell="lstm")
