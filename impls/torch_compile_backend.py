@@ -30,13 +30,12 @@ import torch
 
 from .base import Unavailable
 from .torch_backend import TorchBackend, checked_device, full_float32_on_cuda
-from .torch_loop import cell_loop_logits
+from .torch_loop import LOOPS, loop_args
 
 RECOMPILE_LIMIT = 64  # a default sweep has a few dozen (shape, dtype, grad-mode) graphs
 
 
 class TorchCompileBackend(TorchBackend):
-    cells = ("rnn_tanh",)  # the hand-written cell loop is the tanh cell's (LSTM/GRU loops: issue 10)
     name = "torch_compile"
 
     def __init__(self, device: str = "cpu"):
@@ -51,8 +50,8 @@ class TorchCompileBackend(TorchBackend):
         torch._functorch.config.donated_buffer = False
         self.compiles = 0
         self._threads = torch.get_num_threads()
-        self._compiled = torch.compile(cell_loop_logits, backend=self._counting_inductor,
-                                       fullgraph=True)
+        self._compiled = {cell: torch.compile(loop, backend=self._counting_inductor, fullgraph=True)
+                          for cell, loop in LOOPS.items()}  # compiled lazily, at the first call
 
     def _counting_inductor(self, graph_module, example_inputs):
         from torch._inductor.compile_fx import compile_fx
@@ -64,7 +63,8 @@ class TorchCompileBackend(TorchBackend):
         if torch.get_num_threads() != self._threads:  # kernels built for another count
             torch._dynamo.reset()
             self._threads = torch.get_num_threads()
-        return self._compiled(x, p["W_xh"], p["W_hh"], p["b_h"], p["W_hy"], p["b_y"], lengths)
+        cell, args = loop_args(p, x, lengths)
+        return self._compiled[cell](*args)
 
     def counters(self) -> dict:
         from torch._dynamo.utils import counters

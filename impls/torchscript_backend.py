@@ -13,19 +13,19 @@ import torch
 
 from .base import Unavailable
 from .torch_backend import TorchBackend, checked_device
-from .torch_loop import cell_loop_logits
+from .torch_loop import LOOPS, loop_args
 
 
 class TorchScriptBackend(TorchBackend):
-    cells = ("rnn_tanh",)  # the hand-written cell loop is the tanh cell's (LSTM/GRU loops: issue 10)
     name = "torchscript"
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
-        self._script = torch.jit.script(cell_loop_logits)
+        self._scripts = {cell: torch.jit.script(loop) for cell, loop in LOOPS.items()}
 
     def _logits(self, p, x, lengths):
-        return self._script(x, p["W_xh"], p["W_hh"], p["b_h"], p["W_hy"], p["b_y"], lengths)
+        cell, args = loop_args(p, x, lengths)
+        return self._scripts[cell](*args)
 
 
 def create(device: str | None = None) -> TorchScriptBackend:

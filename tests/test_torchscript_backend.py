@@ -8,12 +8,13 @@ torch = pytest.importorskip("torch", reason="torch not installed: torchscript is
 import impls  # noqa: E402
 
 
-def test_scripted_loop_not_the_fused_rnn_kernel():
+@pytest.mark.parametrize("cell, fused", [("rnn_tanh", "rnn_tanh"), ("lstm", "aten::lstm"), ("gru", "aten::gru")])
+def test_scripted_loop_not_the_fused_rnn_kernel(cell, fused):
     backend = impls.get("torchscript")
-    assert isinstance(backend._script, torch.jit.ScriptFunction)
-    graph = str(backend._script.graph)
+    assert isinstance(backend._scripts[cell], torch.jit.ScriptFunction)
+    graph = str(backend._scripts[cell].graph)
     assert "prim::Loop" in graph and "aten::tanh" in graph
-    assert "rnn_tanh" not in graph  # not nn.RNN's fused kernel
+    assert fused not in graph  # not nn.RNN's / nn.LSTM's / nn.GRU's fused kernel
 
 
 def test_scripting_warns_deprecation_exactly_as_filtered():
