@@ -65,21 +65,29 @@ def cmd_check(args) -> int:
     from bench.report.tables import format_table
 
     names = args.impl.split(",") if args.impl else impls.names()
+    cells = args.cell.split(",") if args.cell else list(impls.CELLS)
+    unknown = set(cells) - set(impls.CELLS)
+    if unknown:
+        raise ValueError(f"unknown cells {sorted(unknown)}; cells: {', '.join(impls.CELLS)}")
     rows, failed = [], 0
     for name in names:
         try:
             backend = impls.get(name)
         except impls.Unavailable as exc:
-            rows.append([name, "-", "-", "-", "-", f"skipped: unavailable: {exc}"])
+            rows.append([name, "-", "-", "-", "-", "-", f"skipped: unavailable: {exc}"])
             continue
-        for dtype in backend.dtypes:
-            bound = impls.tolerance(name, dtype)
-            worst = max(max(compare(backend, *seeded_inputs(*shape, seed=0, dtype=dtype)).values())
-                        for shape in CHECK_SHAPES)
-            failed += not worst <= bound
-            rows.append([name, dtype.name, "logits+grads" if backend.supports_backward else "logits",
-                         f"{worst:.2e}", f"{bound:.0e}", "ok" if worst <= bound else "FAILED"])
-    print(format_table(["impl", "dtype", "compared", "max rel error", "tolerance", "result"], rows))
+        for cell in cells:
+            if cell not in backend.cells:
+                rows.append([name, cell, "-", "-", "-", "-", f"skipped: runs {', '.join(backend.cells)} only"])
+                continue
+            for dtype in backend.dtypes:
+                bound = impls.tolerance(name, dtype)
+                worst = max(max(compare(backend, *seeded_inputs(*shape, seed=0, dtype=dtype, cell=cell)).values())
+                            for shape in CHECK_SHAPES)
+                failed += not worst <= bound
+                rows.append([name, cell, dtype.name, "logits+grads" if backend.supports_backward else "logits",
+                             f"{worst:.2e}", f"{bound:.0e}", "ok" if worst <= bound else "FAILED"])
+    print(format_table(["impl", "cell", "dtype", "compared", "max rel error", "tolerance", "result"], rows))
     print(f"shapes (batch, seq_len, input, hidden, classes): {CHECK_SHAPES}; oracle: torch autograd, float64")
     print("all checks passed" if not failed else f"{failed} check(s) FAILED")
     return EXIT_FAILED_CHECK if failed else 0
@@ -102,7 +110,7 @@ def cmd_train(args) -> int:
         raise ValueError(f"{args.impl} is forward-only and cannot train; train with another "
                          f"backend, then: rnnbench evaluate --impl {args.impl} --params P.npz")
     dataset = _load_data(args)
-    overrides = {k: getattr(args, k) for k in ("hidden_size", "epochs", "lr", "optimizer",
+    overrides = {k: getattr(args, k) for k in ("cell", "hidden_size", "epochs", "lr", "optimizer",
                                                  "batch_size", "seed", "dtype")
                  if getattr(args, k) is not None}
     config = TrainConfig(**overrides)
@@ -253,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="implementations: available or why not, device, dtypes, backward")
     check = sub.add_parser("check", help="every available backend against the float64 oracle")
     check.add_argument("--impl", help="comma-separated names (default: all)")
+    check.add_argument("--cell", help="comma-separated cells (default: rnn_tanh,lstm,gru)")
 
     def data_args(p):
         p.add_argument("--impl", required=True, choices=impls.names())
@@ -263,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one implementation, print test accuracy")
     data_args(train)
+    train.add_argument("--cell", choices=list(impls.CELLS), default="rnn_tanh",
+                       help="rnn_tanh (the article's), lstm or gru")
     train.add_argument("--hidden-size", type=_positive_int)
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--lr", type=_positive_float)

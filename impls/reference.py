@@ -180,11 +180,12 @@ def tanh_backward(xp, params, cache, dlogits, *, kernels=Kernels):
     return {"W_xh": dW_xh, "W_hh": dW_hh, "b_h": db_h, "W_hy": dW_hy, "b_y": db_y}
 
 
-def _selected(xp, states, mask, h):
-    """h at each sequence's last step: the final h, or the mask-selected state."""
-    if mask is None:
-        return h
-    return xp.sum(states[1:, ...] * mask, axis=0)  # (B, H)
+def _classify(xp, params, states, mask, h, h_last):
+    """(h at each sequence's last step, logits): h_last as accumulated by an inference loop,
+    else the final h, or the mask-selected stored state."""
+    if h_last is None:
+        h_last = h if mask is None else xp.sum(states[1:, ...] * mask, axis=0)  # (B, H)
+    return h_last, head(h_last, params["W_hy"], params["b_y"])
 
 
 # --- lstm --------------------------------------------------------------------------------
@@ -221,9 +222,7 @@ def lstm_forward(xp, params, x, lengths=None, *, keep_states=True):
             acts[t, :, 2 * H:3 * H] = g
         elif h_last is not None:
             h_last = h_last + mask[t, ...] * h
-    if h_last is None:
-        h_last = _selected(xp, states, mask, h)
-    logits = head(h_last, params["W_hy"], params["b_y"])  # (B, C)
+    h_last, logits = _classify(xp, params, states, mask, h, h_last)  # (B, H), (B, C)
     cache = {"batch_size": batch_size, "xs": xs, "states": states, "cells": cells, "acts": acts,
              "tanh_c": tanh_c, "h_last": h_last, "mask": mask,
              "scratch": pre_x if keep_states else None}  # pre_x is dead: backward's dpre
@@ -289,9 +288,7 @@ def gru_forward(xp, params, x, lengths=None, *, keep_states=True):
             acts[t, :, 2 * H:] = n
         elif h_last is not None:
             h_last = h_last + mask[t, ...] * h
-    if h_last is None:
-        h_last = _selected(xp, states, mask, h)
-    logits = head(h_last, params["W_hy"], params["b_y"])  # (B, C)
+    h_last, logits = _classify(xp, params, states, mask, h, h_last)  # (B, H), (B, C)
     cache = {"batch_size": batch_size, "xs": xs, "states": states, "acts": acts, "hns": hns,
              "h_last": h_last, "mask": mask, "scratch": pre_x if keep_states else None}
     return logits, cache

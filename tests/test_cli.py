@@ -29,7 +29,8 @@ def test_check_passes_and_prints_errors(capsys):
     pytest.importorskip("torch", reason="the oracle is torch autograd")
     assert main(["check", "--impl", "numpy"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"numpy\s+float64\s+logits\+grads\s+\d\.\d\de-\d+", out)
+    for cell in ("rnn_tanh", "lstm", "gru"):  # every cell, by default
+        assert re.search(rf"numpy\s+{cell}\s+float64\s+logits\+grads\s+\d\.\d\de-\d+", out), cell
     assert "all checks passed" in out
 
 
@@ -88,3 +89,20 @@ def test_evaluate_refuses_weights_of_another_shape(tmp_path):
     np.savez(path, **impls.init_params(3, 4, 2, seed=0))
     result = run_cli("evaluate", "--impl", "numpy", "--params", str(path), "--dataset", "digits")
     assert result.returncode == 2 and "input_size 3" in result.stderr
+
+
+def test_train_an_lstm_and_a_gru_and_evaluate_them_elsewhere(tmp_path):
+    """--cell trains the article's advice for long sequences; evaluate reads the cell off
+    the weights, and a backend that does not run it says so."""
+    for cell in ("lstm", "gru"):
+        params = tmp_path / f"{cell}.npz"
+        trained = run_cli("train", "--impl", "numpy", "--cell", cell, "--epochs", "2", "--quiet",
+                          "--save", str(params))
+        assert trained.returncode == 0, trained.stderr
+        accuracy = trained.stdout.strip().splitlines()[-1]
+        evaluated = run_cli("evaluate", "--impl", "torch", "--params", str(params))
+        if "unavailable" not in evaluated.stderr:
+            assert evaluated.returncode == 0, evaluated.stderr
+            assert evaluated.stdout.strip().splitlines()[-1] == accuracy  # the same model
+        refused = run_cli("evaluate", "--impl", "onnx_fp32", "--params", str(params))
+        assert refused.returncode == 2 and (f"not {cell}" in refused.stderr or "unavailable" in refused.stderr)

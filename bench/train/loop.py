@@ -25,6 +25,8 @@ from bench.train import optim
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # The article's vanilla tanh cell; lstm and gru are its advice for long sequences.
+    cell: str = "rnn_tanh"
     # The article's model size; enough for 8x8 digits read row by row.
     hidden_size: int = 64
     # Upper bound and the cosine schedule's horizon: early stopping usually ends a digits
@@ -138,7 +140,7 @@ def _train_step(backend, params, opt, batch, lr: float, config: TrainConfig):
 def _initial_params(dataset, config: TrainConfig, params) -> dict:
     if params is None:
         return impls.init_params(dataset.input_size, config.hidden_size, dataset.num_classes,
-                                 seed=config.seed, dtype=np.dtype(config.dtype))
+                                 seed=config.seed, dtype=np.dtype(config.dtype), cell=config.cell)
     expected = (dataset.input_size, config.hidden_size, dataset.num_classes)
     if impls.infer_sizes(params) != expected:
         raise ValueError(f"params have (input_size, hidden_size, num_classes) = "
