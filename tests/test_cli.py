@@ -1,4 +1,5 @@
 """The command line as a user meets it: outputs, exit codes, one-line errors."""
+import importlib.util
 import re
 import subprocess
 import sys
@@ -100,9 +101,10 @@ def test_train_an_lstm_and_a_gru_and_evaluate_them_elsewhere(tmp_path):
                           "--save", str(params))
         assert trained.returncode == 0, trained.stderr
         accuracy = trained.stdout.strip().splitlines()[-1]
-        evaluated = run_cli("evaluate", "--impl", "torch", "--params", str(params))
-        if "unavailable" not in evaluated.stderr:
+        if importlib.util.find_spec("torch") is not None:  # tox -e core has no torch
+            evaluated = run_cli("evaluate", "--impl", "torch", "--params", str(params))
             assert evaluated.returncode == 0, evaluated.stderr
             assert evaluated.stdout.strip().splitlines()[-1] == accuracy  # the same model
-        refused = run_cli("evaluate", "--impl", "onnx_fp32", "--params", str(params))
-        assert refused.returncode == 2 and (f"not {cell}" in refused.stderr or "unavailable" in refused.stderr)
+        if importlib.util.find_spec("onnxruntime") is not None:
+            refused = run_cli("evaluate", "--impl", "onnx_fp32", "--params", str(params))
+            assert refused.returncode == 2 and f"not {cell}" in refused.stderr, refused.stderr
