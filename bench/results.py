@@ -54,11 +54,14 @@ def _write_text(path: Path, text: str) -> None:
     Path(path).write_bytes(text.encode("utf-8", errors="surrogateescape"))
 
 
-def _complete_lines(path: Path) -> str:
-    text = _read_text(path)
+def _without_torn_line(text: str) -> str:
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # a row cut short by a kill: drop it
     return text
+
+
+def _complete_lines(path: Path) -> str:
+    return _without_torn_line(_read_text(path))
 
 
 def _replace_text(path: Path, text: str) -> None:
@@ -277,9 +280,9 @@ class RowWriter:
         if bad:
             raise _damaged(self.csv_path, bad)
         for path in (self.raw_path, self.errors_path):
-            torn = _read_text(path)
-            if torn != _complete_lines(path):
-                _replace_text(path, _complete_lines(path))  # a torn last line: never appended to
+            text = _read_text(path)
+            if text != _without_torn_line(text):  # a torn last line: never appended to
+                _replace_text(path, _without_torn_line(text))
         if kept != _read_text(self.csv_path):
             _replace_text(self.csv_path, kept)  # repair a torn last line before appending
         self._csv = open(self.csv_path, "a", newline="")

@@ -19,6 +19,8 @@ Shapes: B batch_size, T seq_len, I input_size, H hidden_size, C num_classes, G g
 """
 from __future__ import annotations
 
+from .params import cell_fast
+
 
 def _last_step_mask(xp, lengths, seq_len, dtype):
     """(T, B, 1) one-hot over time: 1 where t+1 == lengths[b]. Selecting h by a mask (not
@@ -73,14 +75,6 @@ def head(h_last, W_hy, b_y):
     return h_last @ W_hy.T + b_y  # (B, C)
 
 
-def _cell(params) -> str:
-    """The cell, cheaply (this runs inside every timed call; impls.params.cell_of checked
-    the full structure when the inputs were bound)."""
-    if "b_hn" in params:
-        return "gru"
-    return "rnn_tanh" if params["W_hh"].shape[0] == params["W_hy"].shape[1] else "lstm"
-
-
 def sigmoid(xp, a):
     """1 / (1 + exp(-a)) as 0.5 * (1 + tanh(a / 2)): the same function, no overflow for
     large negative a, and tanh is in the array API."""
@@ -90,7 +84,7 @@ def sigmoid(xp, a):
 def forward(xp, params, x, lengths=None, *, keep_states=True, kernels=Kernels):
     """-> (logits (B, C), cache) for the params' cell. With keep_states=False only the
     running state is kept: O(B*H) memory instead of O(T*B*H), for inference."""
-    cell = _cell(params)
+    cell = cell_fast(params)
     if cell == "lstm":
         return lstm_forward(xp, params, x, lengths, keep_states=keep_states)
     if cell == "gru":
@@ -101,7 +95,7 @@ def forward(xp, params, x, lengths=None, *, keep_states=True, kernels=Kernels):
 def backward(xp, params, cache, dlogits, *, kernels=Kernels):
     """Gradients of sum(logits * dlogits), canonical keys of the params' cell. Calling it
     again on the same cache is safe: every slot of the scratch is rewritten."""
-    cell = _cell(params)
+    cell = cell_fast(params)
     if cell == "lstm":
         return lstm_backward(xp, params, cache, dlogits)
     if cell == "gru":

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Backend, Unavailable
+from .params import cell_fast
 
 _TO_NUMPY_DTYPE = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64,
                    torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32,
@@ -126,11 +127,12 @@ class TorchBackend(Backend):
         hidden_size = p["W_hy"].shape[1]
         h0 = x.new_zeros((1, batch_size, hidden_size))
         # args after the weights: has_biases, num_layers, dropout, train, bidirectional, batch_first
-        if "b_hn" in p:  # gru: b_hh = [0, 0, b_hn] (module docstring)
+        cell = cell_fast(p)
+        if cell == "gru":  # b_hh = [0, 0, b_hn] (module docstring)
             b_hh = torch.cat([p["b_hn"].new_zeros(2 * hidden_size), p["b_hn"]])
             out, _ = torch.gru(x, h0, [p["W_xh"], p["W_hh"], p["b_h"], b_hh], True, 1, 0.0, False,
                                False, True)  # (B, T, H)
-        elif p["W_hh"].shape[0] != hidden_size:  # lstm: 4H gate rows
+        elif cell == "lstm":
             weights = [p["W_xh"], p["W_hh"], p["b_h"], torch.zeros_like(p["b_h"])]
             out, _, _ = torch.lstm(x, [h0, torch.zeros_like(h0)], weights, True, 1, 0.0, False, False, True)
         else:

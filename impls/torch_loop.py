@@ -8,6 +8,8 @@ from typing import Optional
 
 import torch
 
+from .params import cell_fast
+
 
 def cell_loop_logits(x: torch.Tensor, W_xh: torch.Tensor, W_hh: torch.Tensor, b_h: torch.Tensor,
                      W_hy: torch.Tensor, b_y: torch.Tensor,
@@ -73,11 +75,10 @@ def gru_loop_logits(x: torch.Tensor, W_xh: torch.Tensor, W_hh: torch.Tensor, b_h
 
 
 def loop_args(p: dict, x, lengths) -> tuple:
-    """(function, arguments) of the cell loop for canonical params `p` (cell read cheaply,
-    as impls.reference does: b_hn is gru's, 4H rows lstm's)."""
-    if "b_hn" in p:
-        return "gru", (x, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], p["W_hy"], p["b_y"], lengths)
-    cell = "rnn_tanh" if p["W_hh"].shape[0] == p["W_hy"].shape[1] else "lstm"
+    """(cell, arguments of its loop) for canonical params `p`."""
+    cell = cell_fast(p)
+    if cell == "gru":
+        return cell, (x, p["W_xh"], p["W_hh"], p["b_h"], p["b_hn"], p["W_hy"], p["b_y"], lengths)
     return cell, (x, p["W_xh"], p["W_hh"], p["b_h"], p["W_hy"], p["b_y"], lengths)
 
 
