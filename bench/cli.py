@@ -176,6 +176,9 @@ def cmd_evaluate(args) -> int:
 
     backend = impls.get(args.impl)
     params = load_params(args.params)
+    cell = impls.cell_of(params)
+    if args.cell and args.cell != cell:
+        raise ValueError(f"{args.params} holds {cell} weights, not {args.cell}")
     _check_same_split(args)
     dataset = _load_data(args)
     input_size, _, num_classes = impls.infer_sizes(params)
@@ -185,7 +188,7 @@ def cmd_evaluate(args) -> int:
                          f"{dataset.num_classes} classes")
     params = {k: v.astype(args.dtype) for k, v in params.items()}
     loss, accuracy = evaluate(backend, params, dataset.x_test, dataset.y_test, dataset.lengths_test)
-    print(f"{args.impl} on {dataset.name} test set ({len(dataset.y_test)} sequences): loss {loss:.4f}")
+    print(f"{args.impl} ({cell}) on {dataset.name} test set ({len(dataset.y_test)} sequences): loss {loss:.4f}")
     print(f"test accuracy {accuracy:.4f}")
     return 0
 
@@ -214,7 +217,7 @@ def cmd_sweep(args) -> int:
     config = load_config(args.config) if args.config else {}
     preset = args.preset or config.pop("preset", None)
     overrides = {k: v for k, v in config.items() if k != "preset"}
-    cli = {"impls": args.impl, "phases": args.phase, "batch_size": args.batch_size,
+    cli = {"impls": args.impl, "cell": args.cell, "phases": args.phase, "batch_size": args.batch_size,
            "hidden_size": args.hidden_size, "seq_len": args.seq_len, "input_size": args.input_size,
            "dtype": args.dtype, "threads": args.threads}
     overrides.update({k: v for k, v in cli.items() if v is not None})
@@ -249,7 +252,7 @@ def cmd_profile(args) -> int:
 
     result = profile(args.impl, batch_size=args.batch_size, seq_len=args.seq_len,
                      input_size=args.input_size, hidden_size=args.hidden_size, dtype=args.dtype,
-                     threads=args.threads, out_dir=args.out,
+                     threads=args.threads, out_dir=args.out, cell=args.cell,
                      allow_oversubscribe=args.allow_oversubscribe)
     print(result.summary)
     return 0
@@ -284,12 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="test accuracy of saved weights")
     data_args(evaluate)
     evaluate.add_argument("--params", required=True, metavar="PARAMS.npz")
+    evaluate.add_argument("--cell", choices=list(impls.CELLS),
+                          help="the cell the weights must be (default: read off the weights)")
 
     sweep = sub.add_parser("sweep", help="time, memory, FLOPs and accuracy over a grid of sizes")
     sweep.add_argument("--preset", help=f"{' | '.join(PRESETS)} (default quick; gpu is what "
                                         "bench/gpu_check.sh runs)")
     sweep.add_argument("--config", metavar="FILE.toml", help="grid keys as in bench.spec.Grid")
     sweep.add_argument("--impl", type=_str_list, help="comma-separated (default: all registered)")
+    sweep.add_argument("--cell", type=_str_list, help=f"comma-separated: {','.join(impls.CELLS)} "
+                                                      "(default: the preset's; quick runs all three)")
     sweep.add_argument("--phase", type=_str_list, help=",".join(PHASES))
     for name in ("batch-size", "hidden-size", "seq-len", "input-size", "threads"):
         sweep.add_argument(f"--{name}", type=_int_list, help="comma-separated integers")
@@ -311,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prof = sub.add_parser("profile", help="where the time of one forward and one train step goes")
     prof.add_argument("--impl", required=True, choices=impls.names())
+    prof.add_argument("--cell", choices=list(impls.CELLS), default="rnn_tanh")
     prof.add_argument("--batch-size", type=_positive_int, default=32)
     prof.add_argument("--seq-len", type=_positive_int, default=64)
     prof.add_argument("--input-size", type=_positive_int, default=32)

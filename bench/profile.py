@@ -60,10 +60,11 @@ class ProfileResult:
 
 
 def profile(impl: str, *, batch_size: int, seq_len: int, input_size: int, hidden_size: int,
-            dtype: str = "float32", threads: int = 1, out_dir,
+            dtype: str = "float32", threads: int = 1, out_dir, cell: str = "rnn_tanh",
             allow_oversubscribe: bool = False) -> ProfileResult:
-    """Profile one forward (predict) and one train_step of `impl` at one size; files go to
-    out_dir. ValueError for an unknown impl or bad sizes; impls.Unavailable says why not."""
+    """Profile one forward (predict) and one train_step of `impl`'s `cell` at one size;
+    files go to out_dir. ValueError for an unknown impl, cell or bad sizes;
+    impls.Unavailable says why not."""
     impls.entry(impl)  # ValueError naming the registered ones
     sizes = {"batch_size": batch_size, "seq_len": seq_len, "input_size": input_size,
              "hidden_size": hidden_size, "threads": threads}
@@ -76,16 +77,20 @@ def profile(impl: str, *, batch_size: int, seq_len: int, input_size: int, hidden
     backend = impls.get(impl)
     if np.dtype(dtype) not in backend.dtypes:
         raise ValueError(f"{impl} does not run {dtype}; it runs {', '.join(map(str, backend.dtypes))}")
+    impls.param_names(cell)  # ValueError naming the cells
+    if backend.cell_reason(cell):
+        raise ValueError(backend.cell_reason(cell))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = {phase: Case(impl, phase, batch_size, seq_len, input_size, hidden_size, dtype, threads,
-                         NUM_CLASSES) for phase in PHASES if phase == "forward" or backend.supports_backward}
+                         NUM_CLASSES, cell=cell)
+             for phase in PHASES if phase == "forward" or backend.supports_backward}
     with use_threads(threads):
         if backend.math == "torch":
             result = _profile_torch(backend, cases, out_dir)
         else:
             result = _profile_python(backend, cases, out_dir, by_parts=backend.math == "reference")
-    header = (f"profile {impl} on {backend.device}: B={batch_size} T={seq_len} I={input_size} "
+    header = (f"profile {impl} {cell} on {backend.device}: B={batch_size} T={seq_len} I={input_size} "
               f"H={hidden_size} C={NUM_CLASSES}, {dtype}, threads={threads}")
     totals = "  ".join(f"{p}: median {ms:.3f} ms/call" for p, ms in result.totals_ms.items())
     skipped = [] if backend.supports_backward else [f"train_step skipped: {impl} is forward-only"]
@@ -116,13 +121,14 @@ def _profile_python(backend, cases, out_dir, by_parts: bool) -> _Partial:
         totals[phase] = _median_ms(fn, backend.sync, TOTAL_TIME_S)
         if by_parts:
             parts, flops = _measure_parts(backend, case)
-            parts.append(("Python/framework overhead (total - parts)", "overhead",
+            parts.append((("Python/framework overhead" if case.cell == "rnn_tanh" else
+                           "gate arithmetic + Python/framework overhead") + " (total - parts)", "overhead",
                           totals[phase] - sum(ms for _, _, ms in parts)))
             breakdown[phase] = parts
             sections.append(_parts_table(phase, parts, totals[phase], flops))
             notes.append(_interpret_parts(phase, parts, totals[phase]))
         reps = max(3, min(200, round(PROFILE_TIME_S * 1e3 / totals[phase])))
-        path = out_dir / f"{case.impl}_{phase}.pstats"
+        path = out_dir / f"{case.impl}_{case.cell}_{phase}.pstats"
         stats = _cprofile(fn, backend.sync, reps, path)
         files.append(path)
         sections.append(_top_functions(phase, stats, reps))
@@ -153,29 +159,33 @@ def _measure_parts(backend, case) -> tuple[list[tuple[str, str, float]], dict]:
 
 def _part_specs(backend, case):
     """(name, kind, op(i), calls per phase, FLOPs per phase): the functions of
-    impls.reference that the phase calls, with the backend's own xp and kernels."""
+    impls.reference that the phase calls, with the backend's own xp and kernels. The tanh
+    cell's element-wise step is a kernel timed alone; the gated cells' gate arithmetic is
+    written inline, so it falls in the remainder row with the Python overhead."""
     xp, kernels = backend.xp, backend.kernels
     B, T, I, H = case.size()
+    GH = impls.params.GATES[case.cell] * H  # gate rows: the GEMMs' width
     C = NUM_CLASSES
     train = case.phase == "train_step"
-    p = backend.from_numpy(impls.init_params(I, H, NUM_CLASSES, seed=0, dtype=case.dtype))
+    p = backend.from_numpy(impls.init_params(I, H, NUM_CLASSES, seed=0, dtype=case.dtype, cell=case.cell))
     x = backend.asarray(random_sequences(B, T, I, seed=0, dtype=np.dtype(case.dtype)))
     logits, cache = reference.forward(xp, p, x, kernels=kernels)  # realistic operands below
     states, xs, h_last = cache["states"], cache["xs"], cache["h_last"]
-    pre_x = reference.input_projection(xp, xs, p["W_xh"], p["b_h"], T, B)  # (T, B, H)
-    W_hh_T, h = reference.transposed_copy(xp, p["W_hh"]), states[T // 2 + 1, ...]
+    pre_x = reference.input_projection(xp, xs, p["W_xh"], p["b_h"], T, B)  # (T, B, GH)
+    W_hh_T, h = reference.transposed_copy(xp, p["W_hh"]), states[T // 2 + 1, ...]  # (H, GH), (B, H)
     hw, store = h @ W_hh_T, xp.empty_like(states)
     specs = [
         ("input: x to time-major rows", "elementwise",
          lambda i: reference.time_major_rows(xp, x, copy=train), 1, 0),
         ("input: projection GEMM + b_h", "gemm",
-         lambda i: reference.input_projection(xp, xs, p["W_xh"], p["b_h"], T, B), 1, 2 * T * B * I * H),
+         lambda i: reference.input_projection(xp, xs, p["W_xh"], p["b_h"], T, B), 1, 2 * T * B * I * GH),
         ("loop: C-ordered copy of W_hh^T", "elementwise",
          lambda i: reference.transposed_copy(xp, p["W_hh"]), 1, 0),
-        ("loop: GEMM h W_hh^T", "gemm", lambda i: h @ W_hh_T, T, 2 * T * B * H * H),
-        ("loop: tanh step (add pre_x[t], tanh)", "elementwise",
-         lambda i: kernels.tanh_step(xp, pre_x[i, ...], hw), T, 0),
+        ("loop: GEMM h W_hh^T", "gemm", lambda i: h @ W_hh_T, T, 2 * T * B * GH * H),
     ]
+    if case.cell == "rnn_tanh":
+        specs.append(("loop: tanh step (add pre_x[t], tanh)", "elementwise",
+                      lambda i: kernels.tanh_step(xp, pre_x[i, ...], hw), T, 0))
     if train:
         specs.append(("loop: store h_t", "elementwise", lambda i: store.__setitem__((i + 1, ...), h), T, 0))
     specs.append(("head: GEMM + b_y", "gemm", lambda i: reference.head(h_last, p["W_hy"], p["b_y"]),
@@ -189,25 +199,28 @@ def _train_part_specs(backend, p, logits, cache, case):
     """The parts a train step adds after the forward: loss, backward, Adam."""
     xp, kernels = backend.xp, backend.kernels
     B, T, I, H = case.size()
+    GH = impls.params.GATES[case.cell] * H
     C = NUM_CLASSES
     labels = backend.asarray(random_labels(B, NUM_CLASSES, seed=0))
     _, dlogits = cross_entropy(logits, labels)
     states, xs, h_last = cache["states"], cache["xs"], cache["h_last"]
     grads = reference.backward(xp, p, cache, dlogits, kernels=kernels)
-    dh, W_hh = dlogits @ p["W_hy"], p["W_hh"]
-    dpre = xp.empty_like(states[1:, ...])  # (T, B, H)
+    dh, W_hh = dlogits @ p["W_hy"], p["W_hh"]  # (B, H), (GH, H)
+    dpre = xp.zeros((T, B, GH), dtype=dh.dtype)  # (T, B, GH)
     optimizer = Adam(TRAIN_LR)
-
-    def tanh_grad(t):  # as the backward loop: through tanh, stored per step
-        dpre[t, ...] = kernels.tanh_backward(xp, dh, states[t + 1, ...])
-    return [
+    specs = [
         ("loss: cross-entropy + dlogits", "loss+optim", lambda i: cross_entropy(logits, labels), 1, 0),
         ("head backward: GEMMs + sum", "gemm",
          lambda i: reference.head_backward(xp, dlogits, h_last, p["W_hy"]), 1, 4 * B * H * C),
-        ("bwd loop: GEMM da W_hh", "gemm", lambda i: dh @ W_hh, T - 1, 2 * (T - 1) * B * H * H),
-        ("bwd loop: tanh' + store", "elementwise", tanh_grad, T, 0),
+        ("bwd loop: GEMM da W_hh", "gemm", lambda i: dpre[i, ...] @ W_hh, T - 1, 2 * (T - 1) * B * GH * H),
+    ]
+    if case.cell == "rnn_tanh":
+        def tanh_grad(t):  # as the backward loop: through tanh, stored per step
+            dpre[t, ...] = kernels.tanh_backward(xp, dh, states[t + 1, ...])
+        specs.append(("bwd loop: tanh' + store", "elementwise", tanh_grad, T, 0))
+    return specs + [
         ("weight grads: GEMMs dW_xh, dW_hh + db_h", "gemm",
-         lambda i: reference.weight_gradients(xp, dpre, xs, states), 1, 2 * T * B * H * (I + H)),
+         lambda i: reference.weight_gradients(xp, dpre, xs, states), 1, 2 * T * B * GH * (I + H)),
         ("optimizer: Adam step", "loss+optim", lambda i: optimizer.step(p, grads), 1, 0),
     ]
 

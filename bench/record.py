@@ -28,6 +28,7 @@ class Column:
 SCHEMA: tuple[Column, ...] = (
     # --- what was measured: the case (bench.spec.Case) --------------------------------
     Column("impl", "implementation name (impls.names())", key=True, kind="text"),
+    Column("cell", "recurrent cell: rnn_tanh | lstm | gru (impls.CELLS)", key=True, kind="text"),
     Column("phase", "forward | backward | train_step | transfer | accuracy", key=True, kind="text"),
     Column("batch_size", "B, sequences per call", key=True, integer=True),
     Column("seq_len", "T, time steps", key=True, integer=True),
@@ -71,6 +72,10 @@ SCHEMA: tuple[Column, ...] = (
 )
 
 COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA)
+# Columns added after runs were already written, with the value every older row had: a
+# run without them still loads, and a resume rewrites its files with them (bench.results).
+ADDED_COLUMNS: dict[str, str] = {"cell": "rnn_tanh"}  # before LSTM/GRU: the tanh cell only
+LEGACY_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ADDED_COLUMNS)
 KEY_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.key)
 INT_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.integer)
 CASE_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "num_classes")  # what a Case carries
@@ -113,6 +118,12 @@ def cell_problem(column: Column, text: str) -> str | None:
     elif column.name == "status" and text not in STATUSES:
         return f"status is {text!r}, not one of {', '.join(STATUSES)}"
     return None
+
+
+def upgrade_entry(entry: dict) -> dict:
+    """A row or raw-times/errors entry written before ADDED_COLUMNS existed, with them."""
+    missing = {k: v for k, v in ADDED_COLUMNS.items() if k not in entry}
+    return {**missing, **entry} if missing else entry
 
 
 def row_key(row) -> tuple:

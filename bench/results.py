@@ -24,8 +24,8 @@ import os
 from pathlib import Path
 
 from bench.faults import crash_point
-from bench.record import (COLUMNS, KEY_COLUMNS, RAW_TIMES_FIELD, SCHEMA, TRACEBACK_FIELD,
-                          cell_problem, row_key)
+from bench.record import (ADDED_COLUMNS, COLUMNS, KEY_COLUMNS, LEGACY_COLUMNS, RAW_TIMES_FIELD,
+                          SCHEMA, TRACEBACK_FIELD, cell_problem, row_key, upgrade_entry)
 
 RESULTS_CSV = "results.csv"
 RAW_TIMES = "raw_times.jsonl"
@@ -71,9 +71,12 @@ def _replace_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _row_problem(record: str) -> str | None:
+LEGACY_SCHEMA = tuple(c for c in SCHEMA if c.name in LEGACY_COLUMNS)
+
+
+def _row_problem(record: str, schema=SCHEMA) -> str | None:
     """Why one CSV record (possibly several physical lines, for a quoted newline) is not
-    a row of this schema, or None."""
+    a row of `schema`, or None."""
     try:
         parsed = list(csv.reader(io.StringIO(record)))
     except csv.Error as exc:
@@ -81,9 +84,9 @@ def _row_problem(record: str) -> str | None:
     if len(parsed) != 1:
         return "not one CSV record"
     cells = parsed[0]
-    if len(cells) != len(COLUMNS):
-        return f"{len(cells)} fields, the header has {len(COLUMNS)}"
-    for column, cell in zip(SCHEMA, cells):
+    if len(cells) != len(schema):
+        return f"{len(cells)} fields, the header has {len(schema)}"
+    for column, cell in zip(schema, cells):
         problem = cell_problem(column, cell)
         if problem:
             return problem
@@ -104,7 +107,7 @@ def _scan_records(path: Path) -> tuple[list[str], list[tuple[int, str, str]]]:
     text = _complete_lines(path)
     if not text:
         return [], []
-    _check_header(path, text)
+    schema = _check_header(path, text)
     lines = text.splitlines(keepends=True)
     good, bad, i = [lines[0]], [], 1
     while i < len(lines):
@@ -112,22 +115,37 @@ def _scan_records(path: Path) -> tuple[list[str], list[tuple[int, str, str]]]:
         while record.count('"') % 2 and j + 1 < len(lines):
             j += 1
             record += lines[j]
-        problem = _row_problem(record)
+        problem = _row_problem(record, schema)
         if problem is None:
             good.append(record)
             i = j + 1
         elif j > i:  # the quote may be the damage: the first line alone is set aside
-            bad.append((i + 1, lines[i], _row_problem(lines[i]) or problem))
+            bad.append((i + 1, lines[i], _row_problem(lines[i], schema) or problem))
             i += 1
         else:
             bad.append((i + 1, record, problem))
             i += 1
-    return good, bad
+    return (good if schema is SCHEMA else _upgraded(good)), bad
+
+
+def _format_record(values) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
+
+
+def _upgraded(records: list[str]) -> list[str]:
+    """Header and records written before ADDED_COLUMNS, in today's columns (the added
+    ones hold the value every older row had). Damaged lines are never upgraded: they go
+    to the sidecar as they were written."""
+    rows = csv.DictReader(io.StringIO("".join(records)))
+    return [_format_record(COLUMNS)] + [_format_record([upgrade_entry(r)[c] for c in COLUMNS])
+                                         for r in rows]
 
 
 def _jsonl_problem(line: str, required: tuple[str, ...]) -> str | None:
     try:
-        entry = json.loads(line)
+        entry = upgrade_entry(json.loads(line))
     except ValueError as exc:
         return f"not JSON ({exc})"
     if not isinstance(entry, dict):
@@ -156,6 +174,8 @@ def scan_jsonl(path: Path) -> tuple[str, list[tuple[int, str, str]]]:
             if not isinstance(times, list) or not all(isinstance(t, (int, float)) and not
                                                        isinstance(t, bool) for t in times):
                 problem = "times_s is not a list of numbers"
+        if problem is None and not set(ADDED_COLUMNS) <= set(json.loads(line)):  # an older run's
+            line = json.dumps(upgrade_entry(json.loads(line))) + "\n"
         (good.append(line) if problem is None else bad.append((number, line, problem)))
     return "".join(good), bad
 
@@ -225,8 +245,10 @@ def set_aside_damaged(run_dir) -> list[str]:
     """Before a resume: move every damaged line of results.csv, raw_times.jsonl and
     errors.jsonl to <file>.damaged, and a damaged meta.json whole to meta.json.damaged;
     the sidecar is written (fsync) before the file is rewritten. -> one note per file
-    that had anything set aside."""
+    that had anything set aside. A run written before ADDED_COLUMNS is then rewritten
+    with them (and a note says so)."""
     run_dir, notes = Path(run_dir), []
+    legacy = _written_before_added_columns(run_dir / RESULTS_CSV)
     for name, scan in ((RESULTS_CSV, scan_csv), (RAW_TIMES, scan_jsonl), (ERRORS, scan_jsonl)):
         path = run_dir / name
         good, bad = scan(path) if path.exists() else ("", [])
@@ -243,13 +265,35 @@ def set_aside_damaged(run_dir) -> list[str]:
         aside = _sidecar(meta)
         os.replace(meta, aside)
         notes.append(f"{exc.args[0].split(';')[0]}: moved to {aside.name}; the resume starts a new one")
-    return notes
+    return notes + (_upgrade_schema(run_dir) if legacy else [])
 
 
-def _check_header(path: Path, text: str) -> None:
-    if text and text.splitlines()[0] != ",".join(COLUMNS):
-        raise ValueError(f"{path}:1: its header has other columns than this version of rnnbench "
-                         "writes; resume it with the version that started it, or use a new folder")
+def _written_before_added_columns(csv_path: Path) -> bool:
+    text = _complete_lines(csv_path)
+    return bool(text) and _check_header(csv_path, text) is LEGACY_SCHEMA
+
+
+def _upgrade_schema(run_dir: Path) -> list[str]:
+    """A run written before ADDED_COLUMNS (its damaged lines already set aside) rewritten
+    with them, each file atomically, so old and new rows share one header."""
+    for name, scan in ((RESULTS_CSV, scan_csv), (RAW_TIMES, scan_jsonl), (ERRORS, scan_jsonl)):
+        if (run_dir / name).exists():
+            _replace_text(run_dir / name, scan(run_dir / name)[0])
+    added = ", ".join(f"{k} = {v}" for k, v in ADDED_COLUMNS.items())
+    return [f"{run_dir}: written before the column(s) {', '.join(ADDED_COLUMNS)}; its rows are "
+            f"read as {added} (every row had that then) and its files rewritten with them"]
+
+
+def _check_header(path: Path, text: str):
+    """The schema the file was written with: today's, or the one before ADDED_COLUMNS
+    (read as if it had them; RowWriter rewrites it in today's before appending)."""
+    header = text.splitlines()[0]
+    if header == ",".join(COLUMNS):
+        return SCHEMA
+    if header == ",".join(LEGACY_COLUMNS):
+        return LEGACY_SCHEMA
+    raise ValueError(f"{path}:1: its header has other columns than this version of rnnbench "
+                     "writes; resume it with the version that started it, or use a new folder")
 
 
 def drop_rows_to_retry(run_dir, retry=("error", "unavailable")) -> int:
@@ -289,13 +333,7 @@ class RowWriter:
         self._raw = open(self.raw_path, "a")
         self._errors = open(self.errors_path, "a")
         if not kept:
-            self._append(self._csv, self._format(COLUMNS))
-
-    @staticmethod
-    def _format(values) -> str:
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow(values)
-        return buffer.getvalue()
+            self._append(self._csv, _format_record(COLUMNS))
 
     @staticmethod
     def _append(handle, line: str) -> None:
@@ -314,7 +352,7 @@ class RowWriter:
                                                    "traceback": row[TRACEBACK_FIELD]}) + "\n")
         cells = ["" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c]))
                  else row[c] for c in COLUMNS]
-        self._append(self._csv, self._format(cells))
+        self._append(self._csv, _format_record(cells))
 
     def close(self) -> None:
         self._csv.close()

@@ -17,9 +17,13 @@ PHASE_ORDER = ("train_step", "forward", "backward", "transfer")  # the order a s
 DTYPES = ("float32", "float64")
 
 
+CELLS = ("rnn_tanh", "lstm", "gru")  # impls.CELLS (a test checks they agree; no impls import here)
+
+
 @dataclass(frozen=True, order=True)
 class Case:
-    """One measurement: an implementation at one size, phase, dtype and thread count."""
+    """One measurement: an implementation of one cell at one size, phase, dtype and thread
+    count."""
     impl: str
     phase: str  # forward (inference, `predict`), backward (given a cache), train_step
     batch_size: int
@@ -29,6 +33,7 @@ class Case:
     dtype: str = "float32"
     threads: int = 1
     num_classes: int = 10
+    cell: str = "rnn_tanh"  # last: positional Case(...) calls written before cells still read right
 
     def key(self) -> tuple:
         """Identifies the row in results.csv (resume skips keys already there)."""
@@ -40,8 +45,10 @@ class Case:
 
 @dataclass(frozen=True)
 class Grid:
-    """A cartesian sweep; `extra` lists cases outside the product (DeepBench's pairs)."""
+    """A cartesian sweep; `extra` lists cases outside the product (DeepBench's problem
+    sets), each with its own size, cell and phase: `cell` and `phases` select among them."""
     impls: tuple[str, ...] = ()  # empty: every registered implementation
+    cell: tuple[str, ...] = ("rnn_tanh",)  # the product runs each; extra cases of other cells are left out
     phases: tuple[str, ...] = ("forward", "train_step")
     batch_size: tuple[int, ...] = (1, 32)
     seq_len: tuple[int, ...] = (16, 64)
@@ -52,6 +59,7 @@ class Grid:
     # input_size = hidden_size, as DeepBench's kernels do, when set
     input_equals_hidden: bool = False
     extra: tuple[Case, ...] = field(default=())
+    cartesian: bool = True  # False: only `extra` runs (DeepBench's lists are not products)
     accuracy: bool = True  # train/evaluate each implementation on digits too
     # the timing budget of a case: samples are taken until both this much time and 7
     # samples; 0.25 s keeps the IQR of a ~1 ms call near 1-3 % on a quiet 2-core VM
@@ -64,15 +72,19 @@ class Grid:
         # train_step before forward before backward: a compiling backend pays its training
         # compile (forward + backward graphs) in the train_step row's compile_s, its inference
         # compile in the forward row's; backward then reuses the training graphs.
+        # The cell outside the sizes: one cell's sizes run together, as its compiled graphs do.
         phases = sorted(self.phases, key=PHASE_ORDER.index)
-        product = itertools.product(phases, self.dtype, self.threads, self.batch_size,
+        product = itertools.product(phases, self.dtype, self.threads, self.cell, self.batch_size,
                                     self.seq_len, self.input_size, self.hidden_size, impls)
         cases = []
-        for phase, dtype, threads, batch, seq_len, input_size, hidden, impl in product:
+        for phase, dtype, threads, cell, batch, seq_len, input_size, hidden, impl in (
+                product if self.cartesian else ()):
             if self.input_equals_hidden:
                 input_size = hidden
-            cases.append(Case(impl, phase, batch, seq_len, input_size, hidden, dtype, threads))
-        cases += [replace(c, impl=impl) for c in self.extra for impl in impls]  # impls innermost too
+            cases.append(Case(impl, phase, batch, seq_len, input_size, hidden, dtype, threads, cell=cell))
+        cases += [replace(c, impl=impl) for c in self.extra
+                  if c.cell in self.cell and c.phase in self.phases
+                  for impl in impls]  # impls innermost too
         return list(dict.fromkeys(cases))  # de-duplicated, order kept
 
 
@@ -80,36 +92,70 @@ def all_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+# Baidu DeepBench's RNN problem sets (code/kernels/rnn_problems.h): (hidden, batch,
+# time steps, cell), input size = hidden size. Training runs forward and train_step,
+# inference forward only. Sizes this machine cannot hold or finish in --max-case-s are
+# skipped before running, with the estimate as the reason.
+_DEEPBENCH_TRAINING = (
+    *((hidden, batch, 50, "rnn_tanh") for hidden in (1760, 2048, 2560) for batch in (16, 32, 64, 128)),
+    *((hidden, batch, 25, "lstm") for hidden in (512, 1024, 2048, 4096) for batch in (16, 32, 64, 128)),
+    *((1536, batch, 50, "lstm") for batch in (8, 16, 32)),
+    *((256, batch, 150, "lstm") for batch in (16, 32, 64)),
+    # (2816, 32, 1500) is commented out in DeepBench's file
+    *((hidden, 32, steps, "gru") for hidden in (2816, 2048, 1536, 2560) for steps in (750, 375, 187)),
+    *((hidden, 32, 1500, "gru") for hidden in (2048, 1536, 2560)),
+    (512, 32, 1, "gru"), (1024, 32, 1500, "gru"), (1024, 64, 1500, "gru"),
+)
+_DEEPBENCH_INFERENCE = (
+    # the server set: batch 1, 2, 4
+    *((hidden, batch, steps, "lstm") for hidden, steps in ((512, 25), (1024, 25), (2048, 25),
+                                                           (1536, 50), (256, 150))
+      for batch in (1, 2, 4)),
+    *((hidden, batch, steps, "gru") for hidden in (2816, 2048, 1536, 2560) for batch in (1, 2, 4)
+      for steps in (1500, 750, 375, 187)),
+    *((512, batch, 1, "gru") for batch in (1, 2, 4)),
+    *((1024, batch, 1500, "gru") for batch in (1, 2, 4)),
+    # the device set
+    (32, 1, 672, "rnn_tanh"), (64, 1, 96, "rnn_tanh"), (256, 1, 150, "lstm"),
+)
+
+
+def _problems(problems, phases) -> tuple[Case, ...]:
+    return tuple(Case("", phase, batch, steps, hidden, hidden, cell=cell)
+                 for phase in phases for hidden, batch, steps, cell in problems)
+
+
 def _deepbench() -> Grid:
-    # Baidu DeepBench's vanilla RNN sizes (code/kernels/rnn_problems.h): training
-    # hidden 1760/2048/2560 x batch 16/32/64/128 x T=50, input = hidden; its vanilla
-    # inference cases (hidden 32, T=672 and hidden 64, T=96, batch 1).
-    inference = tuple(Case("", "forward", 1, seq_len, hidden, hidden)
-                      for hidden, seq_len in ((32, 672), (64, 96)))
-    return Grid(phases=("forward", "train_step"), batch_size=(16, 32, 64, 128), seq_len=(50,),
-                hidden_size=(1760, 2048, 2560), input_equals_hidden=True, extra=inference,
-                accuracy=False)
+    return Grid(cell=CELLS, phases=("forward", "train_step"), cartesian=False, accuracy=False,
+                extra=(_problems(_DEEPBENCH_TRAINING, ("train_step", "forward"))
+                       + _problems(_DEEPBENCH_INFERENCE, ("forward",))))
 
 
 GPU_IMPLS = ("torch_cuda", "cupy", "torch_compile_cuda")
 
 
 def _gpu() -> Grid:
-    # DeepBench's vanilla training sizes (see _deepbench) on the GPU, plus the article's
-    # scale, where per-launch overhead rather than the GEMMs decides.
-    article = tuple(Case("", phase, batch, 64, 32, hidden)
-                    for phase in ("forward", "train_step", "transfer")
+    # A subset of DeepBench's training sets that fits ~8 minutes on one GPU (a compiled loop
+    # is a graph per seq_len: few lengths), plus the article's scale per cell, where
+    # per-launch overhead rather than the GEMMs decides.
+    training = tuple(p for p in _DEEPBENCH_TRAINING
+                     if (p[3] == "rnn_tanh" and p[1] in (16, 128))
+                     or (p[3] == "lstm" and p[0] in (512, 1024) and p[2] == 25)
+                     or (p[3] == "gru" and p[0] == 1536 and p[2] == 187))
+    article = tuple(Case("", phase, batch, 64, 32, hidden, cell=cell)
+                    for cell in CELLS for phase in ("forward", "train_step", "transfer")
                     for batch in (1, 32) for hidden in (128, 512))
-    return replace(_deepbench(), impls=GPU_IMPLS, phases=("forward", "train_step", "transfer"),
-                   extra=_deepbench().extra + article)
+    return Grid(impls=GPU_IMPLS, cell=CELLS, phases=("forward", "train_step", "transfer"),
+                cartesian=False, accuracy=False,
+                extra=_problems(training, ("train_step", "forward")) + article)
 
 
 PRESETS: dict[str, callable] = {
     # The main job: every available implementation, a small grid, a few minutes here.
     # (a shorter timing budget per case keeps it within ~3 minutes with cold JIT caches)
-    "quick": lambda: Grid(phases=("forward", "backward", "train_step"), batch_size=(1, 32),
-                          seq_len=(16, 64), hidden_size=(64, 128), min_time_s=0.15),
-    "default": lambda: Grid(phases=PHASES, batch_size=(1, 8, 32, 128), seq_len=(16, 64, 256),
+    "quick": lambda: Grid(cell=CELLS, phases=("forward", "backward", "train_step"), batch_size=(1, 32),
+                          seq_len=(16, 64), hidden_size=(128,), min_time_s=0.15),
+    "default": lambda: Grid(cell=CELLS, phases=PHASES, batch_size=(1, 8, 32, 128), seq_len=(16, 64, 256),
                             hidden_size=(32, 64, 128, 256, 512), dtype=DTYPES,
                             threads=tuple(sorted({1, all_cores()}))),
     "deepbench": _deepbench,
@@ -118,7 +164,7 @@ PRESETS: dict[str, callable] = {
 }
 
 GRID_KEYS = {f.name for f in fields(Grid)} - {"extra"}
-SCALAR_KEYS = ("preset", "accuracy", "input_equals_hidden", "min_time_s")
+SCALAR_KEYS = ("preset", "accuracy", "input_equals_hidden", "cartesian", "min_time_s")
 
 
 def load_config(path: str | Path) -> dict:
@@ -141,8 +187,8 @@ def load_config(path: str | Path) -> dict:
 
 
 INT_LISTS = ("batch_size", "seq_len", "input_size", "hidden_size", "threads")
-STR_LISTS = ("impls", "phases", "dtype")
-BOOL_KEYS = ("accuracy", "input_equals_hidden")
+STR_LISTS = ("impls", "cell", "phases", "dtype")
+BOOL_KEYS = ("accuracy", "input_equals_hidden", "cartesian")
 
 
 def _is_int(value) -> bool:
@@ -186,5 +232,8 @@ def build_grid(preset: str | None = None, **overrides) -> Grid:
     bad_dtypes = set(grid.dtype) - set(DTYPES)
     if bad_dtypes:
         raise ValueError(f"unknown dtypes {sorted(bad_dtypes)}; dtypes: {', '.join(DTYPES)}")
+    bad_cells = set(grid.cell) - set(CELLS)
+    if bad_cells:
+        raise ValueError(f"unknown cells {sorted(bad_cells)}; cells: {', '.join(CELLS)}")
     return grid
 

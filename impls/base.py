@@ -156,10 +156,16 @@ class Backend:
         return self._backward(params, cache, dlogits)
 
     # --- validation, shared by every backend ----------------------------------------
+    def cell_reason(self, cell: str) -> str | None:
+        """Why this backend does not run `cell` (for a skipped row or a refusal), or None."""
+        if cell in self.cells:
+            return None
+        return f"{self.name} runs the {', '.join(self.cells)} cell(s), not {cell}"
+
     def _check_cell(self, cell: str) -> None:
-        if cell not in self.cells:
-            raise ValueError(f"backend {self.name!r} runs the {', '.join(self.cells)} cell(s), not "
-                             f"{cell}; implementations that run {cell}: see `rnnbench list`")
+        reason = self.cell_reason(cell)
+        if reason:
+            raise ValueError(f"backend {reason}; implementations that run {cell}: see `rnnbench list`")
 
     def _check_dtype(self, dtype, what: str) -> None:
         if np.dtype(dtype) not in self.dtypes:

@@ -137,12 +137,12 @@ def test_error_rows_keep_their_traceback_in_errors_jsonl(tmp_path):
 
     broken = types.SimpleNamespace(create=lambda device=None: _numpy_with(_predict=failing_forward))
     with temporary_entry("broken", broken):
-        grid = build_grid("quick", impls=["broken"], phases=["forward"], batch_size=[1], seq_len=[3],
-                          hidden_size=[4], input_size=[2], accuracy=False)
+        grid = build_grid("quick", impls=["broken"], cell=["rnn_tanh"], phases=["forward"], batch_size=[1],
+                          seq_len=[3], hidden_size=[4], input_size=[2], accuracy=False)
         out = run_sweep(grid, tmp_path / "run", progress=False, timing=FAST)
     errors = read_errors(out)
     (key, entry), = errors.items()
-    assert key[:2] == ("broken", "forward") and "deliberate failure" in entry["reason"]
+    assert key[:3] == ("broken", "rnn_tanh", "forward") and "deliberate failure" in entry["reason"]
     assert "Traceback" in entry["traceback"] and "failing_forward" in entry["traceback"]
     assert (out / ERRORS).exists() and TRACEBACK_FIELD not in COLUMNS
     from bench.report.document import write_report

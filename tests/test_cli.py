@@ -94,7 +94,7 @@ def test_evaluate_refuses_weights_of_another_shape(tmp_path):
 
 def test_train_an_lstm_and_a_gru_and_evaluate_them_elsewhere(tmp_path):
     """--cell trains the article's advice for long sequences; evaluate reads the cell off
-    the weights, and a backend that does not run it says so."""
+    the weights (in every backend), and refuses weights of another cell than --cell asks."""
     for cell in ("lstm", "gru"):
         params = tmp_path / f"{cell}.npz"
         trained = run_cli("train", "--impl", "numpy", "--cell", cell, "--epochs", "2", "--quiet",
@@ -106,5 +106,9 @@ def test_train_an_lstm_and_a_gru_and_evaluate_them_elsewhere(tmp_path):
             assert evaluated.returncode == 0, evaluated.stderr
             assert evaluated.stdout.strip().splitlines()[-1] == accuracy  # the same model
         if importlib.util.find_spec("onnxruntime") is not None:
-            refused = run_cli("evaluate", "--impl", "onnx_fp32", "--params", str(params))
-            assert refused.returncode == 2 and f"not {cell}" in refused.stderr, refused.stderr
+            exported = run_cli("evaluate", "--impl", "onnx_fp32", "--params", str(params), "--cell", cell)
+            assert exported.returncode == 0, exported.stderr
+            assert exported.stdout.strip().splitlines()[-1] == accuracy
+        other = "gru" if cell == "lstm" else "lstm"
+        refused = run_cli("evaluate", "--impl", "numpy", "--params", str(params), "--cell", other)
+        assert refused.returncode == 2 and f"holds {cell} weights, not {other}" in refused.stderr, refused.stderr

@@ -17,6 +17,25 @@ def numpy_result(tmp_path_factory) -> ProfileResult:
     return profile("numpy", **SMALL, out_dir=tmp_path_factory.mktemp("profile_numpy"))
 
 
+@pytest.fixture(scope="module", params=["lstm", "gru"])
+def gated_result(request, tmp_path_factory) -> ProfileResult:
+    return profile("numpy", **SMALL, cell=request.param, out_dir=tmp_path_factory.mktemp("profile_gated"))
+
+
+def test_gated_cells_break_down_their_gemms_and_say_the_rest_is_gate_arithmetic(gated_result):
+    test_numpy_breakdown_parts_add_up(gated_result)
+    for phase, parts in gated_result.breakdown.items():
+        assert parts[-1][0].startswith("gate arithmetic + Python/framework overhead")
+        assert not any("tanh" in name for name, _, _ in parts)  # no tanh-cell part in a gated profile
+    cell = "lstm" if "numpy_lstm_forward.pstats" in gated_result.summary else "gru"
+    assert f"profile numpy {cell}" in gated_result.summary
+
+
+def test_a_cell_the_backend_does_not_run_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown cell"):
+        profile("numpy", **SMALL, cell="elman", out_dir=tmp_path)
+
+
 def test_numpy_breakdown_parts_add_up(numpy_result):
     assert set(numpy_result.breakdown) == {"forward", "train_step"}
     for phase, parts in numpy_result.breakdown.items():
@@ -33,7 +52,7 @@ def test_numpy_breakdown_parts_add_up(numpy_result):
 
 def test_numpy_pstats_load_and_mention_reference_forward(numpy_result):
     paths = [p for p in numpy_result.files if p.suffix == ".pstats"]
-    assert sorted(p.name for p in paths) == ["numpy_forward.pstats", "numpy_train_step.pstats"]
+    assert sorted(p.name for p in paths) == ["numpy_rnn_tanh_forward.pstats", "numpy_rnn_tanh_train_step.pstats"]
     for path in paths:
         functions = pstats.Stats(str(path)).stats
         assert any(file.endswith("reference.py") and name == "forward"
@@ -43,7 +62,7 @@ def test_numpy_pstats_load_and_mention_reference_forward(numpy_result):
 def test_numpy_summary_states_what_was_run(numpy_result):
     text = numpy_result.summary
     for needle in ("B=4", "T=8", "I=8", "H=16", "float32", "threads=1", "forward: median",
-                   "train_step: median", "numpy_forward.pstats", "overhead"):
+                   "train_step: median", "numpy_rnn_tanh_forward.pstats", "overhead"):
         assert needle in text, needle
     last = text.splitlines()[-1]
     assert "forward:" in last and "%" in last
@@ -96,6 +115,7 @@ def test_unknown_kind_of_backend_gets_the_generic_cprofile_path(tmp_path, monkey
                         impls.Entry("opaque", "_opaque_for_test", "test double", "numpy", "cpu"))
     result = profile("opaque", **SMALL, out_dir=tmp_path)
     assert result.breakdown == {}
-    assert sorted(p.name for p in result.files) == ["opaque_forward.pstats", "opaque_train_step.pstats"]
+    assert sorted(p.name for p in result.files) == ["opaque_rnn_tanh_forward.pstats",
+                                                    "opaque_rnn_tanh_train_step.pstats"]
     assert all(pstats.Stats(str(p)).stats for p in result.files)
     assert "most own time in" in result.summary.splitlines()[-1]

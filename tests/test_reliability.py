@@ -1,6 +1,7 @@
 """What a user can do to a run folder and to rnnbench's inputs without meeting a traceback:
 two sweeps on one folder, damaged run files, real-world .npz layouts, too many threads,
 non-finite weights, files that are not what their name says, wrongly typed TOML."""
+import csv
 import json
 import os
 import pickle
@@ -17,6 +18,7 @@ import pytest
 
 import impls
 from bench.measure.machine import cores_available
+from bench.record import COLUMNS, LEGACY_COLUMNS
 from bench.results import (DamagedFile, load_run, read_meta, read_rows, scan_csv)
 from bench.run.lock import RunLock, RunLocked
 from bench.run.sweep import run_sweep
@@ -25,8 +27,8 @@ from bench.train.data import load_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"min_samples": 3, "min_time_s": 0.01, "warmup_s": 0.0}
-TINY = dict(impls=["numpy"], phases=["forward"], batch_size=[1, 2], seq_len=[3], hidden_size=[4],
-            input_size=[2], accuracy=False)
+TINY = dict(impls=["numpy"], cell=["rnn_tanh"], phases=["forward"], batch_size=[1, 2], seq_len=[3],
+            hidden_size=[4], input_size=[2], accuracy=False)
 
 
 def tiny_grid(**overrides):
@@ -164,6 +166,37 @@ def test_scan_keeps_a_reason_that_spans_lines(tmp_path):
     assert not bad and load_run(out)["reason"].iloc[0] == "first line\nsecond line"
 
 
+def _as_written_before_cells(out: Path) -> None:
+    """Rewrite a run as rnnbench wrote it before the cell column existed."""
+    rows = read_rows(out)
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, LEGACY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    for name in ("raw_times.jsonl", "errors.jsonl"):
+        lines = [json.loads(line) for line in (out / name).read_text().splitlines()]
+        (out / name).write_text("".join(json.dumps({k: v for k, v in e.items() if k != "cell"}) + "\n"
+                                        for e in lines))
+
+
+def test_a_run_from_before_the_cell_column_loads_and_resumes_as_rnn_tanh(tmp_path):
+    out = tmp_path / "run"
+    sweep(out)
+    before = keys_of(out)
+    _as_written_before_cells(out)
+    assert (out / "results.csv").read_text().splitlines()[0] == ",".join(LEGACY_COLUMNS)
+    frame = load_run(out)
+    assert list(frame["cell"]) == ["rnn_tanh", "rnn_tanh"]
+    notes = sweep(out, resume=True, grid={"cell": ["rnn_tanh", "lstm"]})
+    assert any("written before the column(s) cell" in n for n in notes), notes
+    rows = read_rows(out)
+    assert (out / "results.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+    assert [(r["impl"], r["cell"], r["phase"], r["batch_size"]) for r in rows] == (
+        [(i, "rnn_tanh", p, b) for i, p, b in before] + [(i, "lstm", p, b) for i, p, b in before])
+    raw = [json.loads(line) for line in (out / "raw_times.jsonl").read_text().splitlines()]
+    assert [e["cell"] for e in raw] == ["rnn_tanh", "rnn_tanh", "lstm", "lstm"]
+
+
 # ------------------------------------------------------------------ 3. real-world .npz layouts
 
 def test_splits_padded_to_different_lengths_are_accepted(tmp_path):
@@ -259,7 +292,7 @@ def test_wrongly_typed_toml_names_the_key(tmp_path, toml, message):
 
 # ------------------------------------------------------------------ 7. killed at any moment
 
-SWEEP_ARGS = ["sweep", "--impl", "numpy", "--phase", "forward,train_step", "--batch-size", "1,2",
+SWEEP_ARGS = ["sweep", "--impl", "numpy", "--cell", "rnn_tanh", "--phase", "forward,train_step", "--batch-size", "1,2",
               "--seq-len", "3", "--hidden-size", "4", "--input-size", "2", "--no-accuracy", "--quiet"]
 EXPECTED_KEYS = {("numpy", phase, b) for phase in ("forward", "train_step") for b in ("1", "2")}
 
@@ -275,8 +308,8 @@ def test_a_sweep_killed_anywhere_resumes_to_exactly_one_row_per_case(tmp_path, p
     env = {**os.environ, faults.ENV: point}
     killed = cli(*SWEEP_ARGS, "--out", str(out), env=env)
     assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr)
-    grid = build_grid("quick", impls=["numpy"], phases=["forward", "train_step"], batch_size=[1, 2],
-                      seq_len=[3], hidden_size=[4], input_size=[2], accuracy=False)
+    grid = build_grid("quick", impls=["numpy"], cell=["rnn_tanh"], phases=["forward", "train_step"],
+                      batch_size=[1, 2], seq_len=[3], hidden_size=[4], input_size=[2], accuracy=False)
     run_sweep(grid, out, resume=True, progress=False, timing=FAST, notify=lambda note: None)
     rows = read_rows(out)
     assert sorted(keys_of(out)) == sorted(EXPECTED_KEYS)  # each case exactly once

@@ -1,6 +1,7 @@
 """The report and its plots, from small synthetic run folders written with the real
 results.csv columns (fast, deterministic), plus one tiny real sweep end to end."""
 import csv
+import itertools
 import json
 import re
 import subprocess
@@ -25,42 +26,43 @@ UNAVAILABLE = "ghost needs 'ghostlib' (No module named 'ghostlib')"
 ERROR = "RuntimeError: synthetic failure"
 
 
-def _timing_row(impl, phase, b, t, h, median, noisy=False):
-    work = flops.phase_flops(phase, b, t, 8, h)
+def _timing_row(impl, phase, b, t, h, median, noisy=False, cell="rnn_tanh"):
+    work = flops.phase_flops(phase, b, t, 8, h, cell=cell)
     gflops = work / median / 1e9
-    return {"impl": impl, "phase": phase, "batch_size": b, "seq_len": t, "input_size": 8,
+    return {"impl": impl, "cell": cell, "phase": phase, "batch_size": b, "seq_len": t, "input_size": 8,
             "hidden_size": h, "dtype": "float32", "threads": 1, "num_classes": 10, "device": "cpu",
             "median_s": median, "iqr_s": median * (0.2 if noisy else 0.01), "repeats": 10,
             "samples": 7, "noisy": noisy, "timer_overhead_pct": 0.01, "seq_per_s": b / median,
             "steps_per_s": b * t / median, "gflops": gflops, "pct_peak": 100 * gflops / PEAK,
             "peak_gflops": PEAK, "peak_mem_bytes": 4096 * b * t,
-            "analytic_mem_bytes": flops.activation_bytes(phase, b, t, 8, h),
+            "analytic_mem_bytes": flops.activation_bytes(phase, b, t, 8, h, cell=cell),
             "compile_s": 3 * median, "max_err": 1e-7 if impl == "numpy" else 2e-7,
             "status": "ok"}
 
 
-def write_run(folder: Path, batch=(1, 4), seq=(4, 16), hidden=(8, 32)) -> Path:
-    """A run: numpy 2x faster than torch everywhere but one case; an unavailable impl,
-    an error row, one noisy row, and accuracy rows."""
+GATED_COST = {"rnn_tanh": 1, "lstm": 4, "gru": 3}  # synthetic: each cell's time x this
+
+
+def write_run(folder: Path, batch=(1, 4), seq=(4, 16), hidden=(8, 32), cells=("rnn_tanh",)) -> Path:
+    """A run: numpy 2x faster than torch everywhere but one case (of each cell); an
+    unavailable impl, an error row, one noisy row, and accuracy rows."""
     rows = []
-    for phase in ("forward", "backward", "train_step"):
-        for b in batch:
-            for t in seq:
-                for h in hidden:
-                    base = 1e-6 * b * t * h
-                    slow = 3 if (phase, b, t, h) == ("forward", 1, 4, 8) else 1  # 2/3 of torch
-                    rows.append(_timing_row("numpy", phase, b, t, h, slow * base))
-                    rows.append(_timing_row("torch", phase, b, t, h, 2 * base,
-                                            noisy=(phase, b, t, h) == ("forward", 1, 4, 8)))
-                    rows.append({"impl": "ghost", "phase": phase, "batch_size": b, "seq_len": t,
-                                 "input_size": 8, "hidden_size": h, "dtype": "float32", "threads": 1,
-                                 "num_classes": 10, "status": "unavailable", "reason": UNAVAILABLE})
-    rows.append({**{k: rows[0][k] for k in ("seq_len", "input_size", "hidden_size", "dtype",
+    for phase, cell, b, t, h in itertools.product(("forward", "backward", "train_step"), cells,
+                                                  batch, seq, hidden):
+        base = 1e-6 * b * t * h * GATED_COST[cell]
+        slow = 3 if (phase, b, t, h) == ("forward", 1, 4, 8) else 1  # 2/3 of torch
+        rows.append(_timing_row("numpy", phase, b, t, h, slow * base, cell=cell))
+        rows.append(_timing_row("torch", phase, b, t, h, 2 * base, cell=cell,
+                                noisy=(phase, b, t, h) == ("forward", 1, 4, 8)))
+        rows.append({"impl": "ghost", "cell": cell, "phase": phase, "batch_size": b, "seq_len": t,
+                     "input_size": 8, "hidden_size": h, "dtype": "float32", "threads": 1,
+                     "num_classes": 10, "status": "unavailable", "reason": UNAVAILABLE})
+    rows.append({**{k: rows[0][k] for k in ("cell", "seq_len", "input_size", "hidden_size", "dtype",
                                              "threads", "num_classes")},
                  "impl": "numpy", "phase": "backward", "batch_size": 99, "device": "cpu",
                  "status": "error", "reason": ERROR})
-    for impl, acc in (("numpy", 0.93), ("torch", 0.94)):
-        rows.append({"impl": impl, "phase": "accuracy", "batch_size": 32, "seq_len": 8, "input_size": 8,
+    for (impl, acc), cell in itertools.product((("numpy", 0.93), ("torch", 0.94)), cells):
+        rows.append({"impl": impl, "cell": cell, "phase": "accuracy", "batch_size": 32, "seq_len": 8, "input_size": 8,
                      "hidden_size": 64, "dtype": "float32", "threads": 1, "num_classes": 10,
                      "device": "cpu", "median_s": 1.5, "test_accuracy": acc, "time_to_accuracy_s": 0.5,
                      "dataset": "digits", "status": "ok", "reason": "15 epochs"})
@@ -180,6 +182,30 @@ def test_speedup_is_the_ratio_of_medians_from_the_csv(run_dir):
     assert means.loc[("numpy", "forward"), "n"] == 8
 
 
+def test_a_run_of_three_cells_reports_them_side_by_side_never_paired_across(tmp_path):
+    run_dir = write_run(tmp_path / "cells", cells=("rnn_tanh", "lstm", "gru"))
+    frame = load_run(run_dir)
+    # numpy is 2x torch per cell except one case (2/3): a pair across cells would give 8x, 6x...
+    ratios = selection.speedups(frame)
+    assert set(ratios["speedup"].round(6)) == {2.0, round(2 / 3, 6)}
+    assert ratios.groupby("cell").size().to_dict() == {"gru": 24, "lstm": 24, "rnn_tanh": 24}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text = report.write_report(run_dir).read_text()
+    assert (run_dir / "plots" / "cells.png").is_file() and "plots/cells.png" in text
+    key = text.split("## Key results")[1].split("## Performance targets")[0]
+    for cell in ("rnn_tanh", "lstm", "gru"):
+        assert f"{cell}: ms ± IQR (% peak)" in key
+    assert "<details>" in key  # the per-cell detail is folded, the summary is one row per impl x phase
+    summary = key.split("<details>")[0]
+    assert summary.count("| numpy ") == 3 and summary.count("| torch ") == 3
+    comparison_text = text.split("## Key results")[0]
+    assert re.search(r"speed-up vs torch, forward, at .* \(rnn_tanh · lstm · gru\)", comparison_text)
+    assert "2.00× · 2.00× · 2.00×" in comparison_text  # numpy at the representative size, per cell
+    accuracy = text.split("\n## Accuracy\n")[1].split("\n## ")[0]
+    assert all(cell in accuracy for cell in ("rnn_tanh", "lstm", "gru"))
+
+
 def test_problem_and_noisy_rows_are_listed_with_reasons(run_dir, written):
     _, text = written
     problems = report.problem_rows(load_run(run_dir))
@@ -229,8 +255,8 @@ def test_report_from_a_tiny_real_sweep(tmp_path, monkeypatch):
     # the report is under test, not the calibration GEMMs (seconds): a fixed peak
     monkeypatch.setattr(machine, "gemm_peak_gflops", lambda dtype, threads, device="cpu": {"numpy": PEAK, "peak": PEAK})
     # numpy and torch only: compiled backends would spend the test's time compiling
-    grid = build_grid("quick", impls=["numpy", "torch"], batch_size=[1, 4], seq_len=[4],
-                      hidden_size=[8], phases=["forward", "train_step"])
+    grid = build_grid("quick", impls=["numpy", "torch"], cell=["rnn_tanh", "lstm"], batch_size=[1, 4],
+                      seq_len=[4], hidden_size=[8], phases=["forward", "train_step"])
     out = run_sweep(grid, tmp_path / "run", progress=False, accuracy_epochs=1,
                     timing={"min_samples": 3, "min_time_s": 0.01, "warmup_s": 0.005})
     with warnings.catch_warnings():

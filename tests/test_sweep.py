@@ -17,7 +17,8 @@ from bench.measure import analytic as flops
 from bench.measure import memory
 from bench.measure import timing
 from bench.results import RESULTS_CSV, done_keys, load_run, load_runs, read_rows
-from bench.spec import Case, build_grid, load_config
+from bench import spec
+from bench.spec import Case, Grid, build_grid, load_config
 from bench.run.sweep import run_sweep, skip_reason
 from conftest import temporary_entry
 
@@ -26,7 +27,7 @@ FAST = {"min_samples": 3, "min_time_s": 0.01, "warmup_s": 0.0}
 
 
 def tiny_grid(**overrides):
-    base = dict(impls=["numpy"], phases=["forward"], batch_size=[1, 2], seq_len=[3],
+    base = dict(impls=["numpy"], cell=["rnn_tanh"], phases=["forward"], batch_size=[1, 2], seq_len=[3],
                 hidden_size=[4], input_size=[2], accuracy=False)
     return build_grid("quick", **{**base, **overrides})
 
@@ -66,8 +67,8 @@ def test_existing_run_is_never_overwritten_unless_asked(tmp_path):
 
 def test_sigkill_leaves_valid_csv_and_resume_completes_it(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "bench.cli", "sweep", "--impl", "numpy", "--phase", "forward",
-               "--batch-size", "1,2,3,4,5,6,7,8", "--seq-len", "2,3,4", "--hidden-size", "4",
+    command = [sys.executable, "-m", "bench.cli", "sweep", "--impl", "numpy", "--cell", "rnn_tanh",
+               "--phase", "forward", "--batch-size", "1,2,3,4,5,6,7,8", "--seq-len", "2,3,4", "--hidden-size", "4",
                "--input-size", "2", "--no-accuracy", "--quiet", "--out", str(out)]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -125,9 +126,8 @@ def test_cases_too_big_for_the_machine_are_skipped_before_they_run(tmp_path):
     assert "exceeds --max-case-s" in skip_reason(huge, peak_gflops=100.0, max_case_s=1.0)
     assert skip_reason(Case("numpy", "forward", 1, 3, 2, 4), 100.0, 1.0) is None
     started = time.perf_counter()
-    out = run_sweep(build_grid("deepbench", impls=["numpy"], phases=["train_step"], batch_size=[128],
-                               hidden_size=[2560]), tmp_path / "run", progress=False,
-                    max_case_s=1.0, timing=FAST)
+    out = run_sweep(Grid(impls=("numpy",), cartesian=False, accuracy=False, extra=(huge,)),
+                    tmp_path / "run", progress=False, max_case_s=1.0, timing=FAST)
     rows = [r for r in read_rows(out) if r["phase"] == "train_step"]
     assert rows and all(r["status"] == "skipped" for r in rows)
     assert time.perf_counter() - started < 30
@@ -153,19 +153,20 @@ def test_measure_keeps_compile_time_apart():
     assert result.timer_overhead_pct < 1.0
 
 
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
 @pytest.mark.parametrize("name", ["numpy", "torch"])
-def test_train_step_memory_grows_with_seq_len(name):
+def test_train_step_memory_grows_with_seq_len(name, cell):
     if not memory.supported():
         pytest.skip("peak memory needs Linux /proc/self/clear_refs")
     from conftest import backend_or_skip
     from bench.run.bind import make_phase
 
     backend = backend_or_skip(name)
-    peaks = [memory.peak_bytes(make_phase(backend, Case(name, "train_step", 32, seq_len, 16, 128)))
+    peaks = [memory.peak_bytes(make_phase(backend, Case(name, "train_step", 32, seq_len, 16, 128, cell=cell)))
              for seq_len in (32, 512)]
     assert peaks[1] > peaks[0]
-    # ... and at least the analytic BPTT activations of the longer sequence
-    assert peaks[1] >= 0.5 * flops.activation_bytes("train_step", 32, 512, 16, 128)
+    # ... and at least the analytic BPTT activations of the longer sequence, for this cell
+    assert peaks[1] >= 0.5 * flops.activation_bytes("train_step", 32, 512, 16, 128, cell=cell)
 
 
 def test_flop_formula_by_hand():
@@ -176,15 +177,36 @@ def test_flop_formula_by_hand():
     assert flops.phase_flops("transfer", 4, 5, 6, 7) == 0
 
 
+def test_flop_formula_of_the_gated_cells_by_hand():
+    # lstm, B=1 T=2 I=1 H=1 C=1: 4 gate rows, so projection 2*2*4 + bias 2*4, recurrence
+    # 2*2*4 + 13 element-wise per unit and step, head 2 + 1
+    assert flops.forward_flops(1, 2, 1, 1, 1, cell="lstm") == 16 + 8 + 16 + 26 + 3
+    # gru: 3 gate rows, 11 element-wise; backward adds db_hn (1 per unit and step)
+    assert flops.forward_flops(1, 2, 1, 1, 1, cell="gru") == 12 + 6 + 12 + 22 + 3
+    assert flops.backward_flops(1, 2, 1, 1, 1, cell="gru") == (2 + 1 + 2) + (17 * 2 + 2 * 3) + (12 + 12 + 6 + 2)
+    # the GEMMs dominate at scale: G times the tanh cell's work, within the element-wise share
+    for cell, gates in (("lstm", 4), ("gru", 3)):
+        ratio = flops.forward_flops(32, 64, 256, 256, cell=cell) / flops.forward_flops(32, 64, 256, 256)
+        assert gates * 0.98 < ratio < gates * 1.02
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+def test_the_formulas_know_each_cells_parameters(cell):
+    params = impls.init_params(5, 7, 3, seed=0, cell=cell)
+    assert flops.num_params(5, 7, 3, cell) == sum(v.size for v in params.values())
+    assert flops.GATES == impls.params.GATES and spec.CELLS == tuple(impls.CELLS)
+
+
 def test_config_file_and_several_runs_concatenate(tmp_path):
     config = tmp_path / "grid.toml"
-    config.write_text('impls = "numpy"\nphases = ["forward"]\nbatch_size = 1\nseq_len = [2]\n'
+    config.write_text('impls = "numpy"\ncell = "lstm"\nphases = ["forward"]\nbatch_size = 1\nseq_len = [2]\n'
                       'hidden_size = [4]\ninput_size = [2]\naccuracy = false\n')  # one value = a list of one
     grid = build_grid(**load_config(config))
     first = run_sweep(grid, tmp_path / "a", progress=False, timing=FAST)
     second = run_sweep(grid, tmp_path / "b", progress=False, timing=FAST)
     both = load_runs([first, second])
     assert list(both["run"]) == ["a", "b"]
+    assert list(both["cell"]) == ["lstm", "lstm"]
     (tmp_path / "bad.toml").write_text("batchsize = [1]\n")
     with pytest.raises(ValueError, match="unknown keys"):
         load_config(tmp_path / "bad.toml")
@@ -197,7 +219,7 @@ def test_a_case_that_kills_the_process_twice_becomes_an_error_row(tmp_path):
     """in_progress.json names the case running; a resume retries it once, then records it."""
     out = run_sweep(tiny_grid(batch_size=[1]), tmp_path / "run", progress=False, timing=FAST)
     (out / RESULTS_CSV).write_text((out / RESULTS_CSV).read_text().splitlines(keepends=True)[0])
-    key = ["numpy", "forward", 1, 3, 2, 4, "float32", 1]
+    key = list(Case("numpy", "forward", 1, 3, 2, 4).key())
     (out / "in_progress.json").write_text(json.dumps({"key": key, "attempts": 2}))
     run_sweep(tiny_grid(batch_size=[1]), out, resume=True, progress=False, timing=FAST)
     row, = read_rows(out)
@@ -242,3 +264,23 @@ def test_the_oracle_runs_once_per_size_for_every_implementation(monkeypatch):
     first = oracle_error(impls.get("numpy"), case, shared)
     again = oracle_error(impls.get("numpy"), case, shared)
     assert alone == first == again and len(calls) == 2  # the third call reused the second's
+
+
+def test_presets_cover_every_cell_and_deepbench_has_its_lstm_and_gru_sets():
+    quick = build_grid("quick").cases(impls.names())
+    assert {c.cell for c in quick} == set(impls.CELLS)
+    assert {c.cell for c in quick if c.phase == "accuracy"} == set()  # accuracy rows: per cell, after
+    deep = build_grid("deepbench").cases(["numpy"])
+    by_cell = {cell: {(c.hidden_size, c.batch_size, c.seq_len) for c in deep if c.cell == cell}
+               for cell in impls.CELLS}
+    assert (512, 16, 25) in by_cell["lstm"] and (2048, 32, 1500) in by_cell["gru"]
+    assert (1760, 16, 50) in by_cell["rnn_tanh"] and (256, 1, 150) in by_cell["lstm"]  # device set
+    assert all(c.input_size == c.hidden_size for c in deep)
+    assert not any(c.phase == "train_step" and c.batch_size in (1, 2, 4) for c in deep)  # inference sets
+    # cell and phases select among a preset's listed problems
+    only = build_grid("deepbench", cell=["gru"], phases=["train_step"]).cases(["numpy"])
+    assert only and all(c.cell == "gru" and c.phase == "train_step" for c in only)
+    gpu = build_grid("gpu").cases(impls.names())
+    assert {c.cell for c in gpu} == set(impls.CELLS) and {c.impl for c in gpu} == set(spec.GPU_IMPLS)
+    with pytest.raises(ValueError, match="unknown cells"):
+        build_grid("quick", cell=["elman"])

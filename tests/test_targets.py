@@ -6,7 +6,7 @@ from bench.report.targets import ARTICLE_SIZE, evaluate_targets
 
 def row(impl, phase, median_s, **overrides):
     return {"impl": impl, "phase": phase, "median_s": median_s, "status": "ok", "device": "cpu",
-            "pct_peak": 10.0, "test_accuracy": None, **ARTICLE_SIZE, **overrides}
+            "pct_peak": 10.0, "test_accuracy": None, "cell": "rnn_tanh", **ARTICLE_SIZE, **overrides}
 
 
 def verdicts(rows):
@@ -27,8 +27,27 @@ def test_accuracy_drop_is_at_most_target():
     rows = [row("onnx_fp32", "accuracy", 1.0, test_accuracy=0.960),
             row("onnx_int8", "accuracy", 1.0, test_accuracy=0.957)]
     result = verdicts(rows)
-    drop = next(v for k, v in result.items() if "accuracy drop" in k)
+    drop = next(v for k, v in result.items() if "accuracy drop" in k and "(rnn_tanh)" in k)
     assert drop == ("0.30 points", "met")
+
+
+def test_cell_targets_pair_rows_of_that_cell_only():
+    """An lstm int8 row is never divided by a gru fp32 row, nor its accuracy by another's."""
+    large = dict(hidden_size=256, input_size=256)
+    rows = [row("onnx_fp32", "forward", 3.0, cell="lstm", **large),
+            row("onnx_int8", "forward", 1.0, cell="lstm", **large),
+            row("onnx_fp32", "forward", 1.0, cell="gru", **large),
+            row("onnx_int8", "forward", 1.0, cell="gru", **large),
+            row("onnx_fp32", "accuracy", 1.0, cell="gru", test_accuracy=0.90),
+            row("onnx_int8", "accuracy", 1.0, cell="gru", test_accuracy=0.88)]
+    result = verdicts(rows)
+    speed = {k.rsplit("; ", 1)[1].rstrip(")"): v for k, v in result.items()
+             if k.startswith("onnx_int8 ≥ 1.5× onnx_fp32 at H ≥ 256")}
+    assert speed == {"rnn_tanh": ("—", "not measured in this run"), "lstm": ("3.00×", "met"),
+                     "gru": ("1.00×", "MISSED")}
+    drops = {k.rsplit("(", 1)[1].rstrip(")"): v for k, v in result.items() if "accuracy drop" in k}
+    assert drops == {"rnn_tanh": ("—", "not measured in this run"), "lstm": ("—", "not measured in this run"),
+                     "gru": ("2.00 points", "MISSED")}
 
 
 def test_gpu_run_compares_cupy_with_cudnn_and_uses_it_as_baseline():

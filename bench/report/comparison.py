@@ -3,8 +3,9 @@ its four dimensions, the article's claim, then what the run measured, one column
 implementation. Reads the results frame and the run's meta.json only."""
 from __future__ import annotations
 
-from bench.report.selection import (TIMING_PHASES, baseline_for, geomean_speedups, impl_order,
-                                    matching, ok_timing, representative, size_label, speedups)
+from bench.report.selection import (TIMING_PHASES, baseline_for, cells_in, geomean_speedups,
+                                    impl_order, matching, ok_timing, representative, size_label,
+                                    speedups)
 from bench.report.tables import NONE, fmt
 
 DIMENSIONS = ("compute efficiency", "gradients", "devices", "development effort")
@@ -43,10 +44,14 @@ def _efficiency(frame, names, rep, meta):
                 n: "1 (baseline)" if n == base else
                 f"{hit.at[n, 'geomean']:.2f}× (n={hit.at[n, 'n']})" if n in hit.index else NONE
                 for n in names}
-        for phase in phases:
-            hit = at_rep[at_rep["phase"] == phase].set_index("impl")["speedup"]
-            yield f"speed-up vs {base}, {phase}, at {size_label(rep)}", {
-                n: "1 (baseline)" if n == base else fmt(hit.get(n), ".2f", "×") for n in names}
+        cells = cells_in(ok_timing(frame))
+        for phase in phases:  # one row per phase, every cell in it: not three tables
+            hit = at_rep[at_rep["phase"] == phase].drop_duplicates(["impl", "cell"], keep="last") \
+                .set_index(["impl", "cell"])["speedup"]
+            label = f"speed-up vs {base}, {phase}, at {size_label(rep)}" + (
+                f" ({' · '.join(cells)})" if len(cells) > 1 else "")
+            yield label, {n: "1 (baseline)" if n == base else " · ".join(
+                fmt(hit.get((n, c)), ".2f", "×") for c in cells) for n in names}
     rows = ok_timing(frame)
     cells = {}
     for n in names:

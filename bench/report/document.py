@@ -11,37 +11,69 @@ matplotlib are imported inside functions so that importing this module is cheap.
 """
 from __future__ import annotations
 
+import itertools
 import shlex
 from pathlib import Path
 
 from bench.record import DIAGNOSTIC_COLUMNS, row_key
 from bench.report.comparison import comparison_table, flat
 from bench.report.plots import FIGURES
-from bench.report.selection import (SIZE_DIMS, TIMING_PHASES, impl_order, in_run_order,
+from bench.report.selection import (SIZE_DIMS, TIMING_PHASES, cells_in, impl_order, in_run_order,
                                     matching, ok_timing, representative, size_label)
 from bench.report.tables import NONE, cell, fmt, fmt_bytes, isnan, markdown_table
 from bench.report.targets import evaluate_targets
 
 
+def _median_text(r) -> str:
+    return (f"{r['median_s'] * 1e3:.3g} ± {r['iqr_s'] * 1e3:.2g}"
+            + (" (noisy)" if r["noisy"] is True else ""))
+
+
+def _at(frame, name: str, phase: str, cell: str):
+    """The last row of (impl, phase, cell) at the representative size, or None."""
+    hit = frame[(frame["impl"] == name) & (frame["phase"] == phase) & (frame["cell"] == cell)]
+    return None if hit.empty else hit.iloc[-1]
+
+
+def cell_results(frame, rep: dict):
+    """impl x phase at the representative size, one column per cell: median ms ± IQR and
+    % of peak — the cells side by side, as measured in this run."""
+    import pandas as pd
+
+    at = matching(frame[frame["phase"].isin(TIMING_PHASES)], rep) if rep else frame.iloc[:0]
+    cells, records = cells_in(at), []
+    for phase in TIMING_PHASES:
+        for name in impl_order(frame):
+            found = {c: _at(at, name, phase, c) for c in cells}
+            if all(r is None or r["status"] == "unavailable" for r in found.values()):
+                continue  # unavailable implementations are listed once, below
+            record = {"impl": name, "phase": phase}
+            for c, r in found.items():
+                record[f"{c}: ms ± IQR (% peak)"] = (
+                    NONE if r is None else f"{r['status']} (see below)" if r["status"] != "ok"
+                    else f"{_median_text(r)} ({fmt(r['pct_peak'], '.2g')} %)")
+            records.append(record)
+    return pd.DataFrame(records)
+
+
 def key_results(frame, rep: dict):
-    """impl x phase at the representative size: the numbers a reader quotes."""
+    """impl x phase x cell at the representative size: every measure a reader quotes."""
     import pandas as pd
 
     at = matching(frame[frame["phase"].isin(TIMING_PHASES)], rep) if rep else frame.iloc[:0]
     records = []
     for phase in TIMING_PHASES:
-        for name in impl_order(frame):
-            hit = at[(at["impl"] == name) & (at["phase"] == phase)]
-            if hit.empty or hit.iloc[-1]["status"] == "unavailable":  # listed once, below
+        for name, cell in itertools.product(impl_order(frame), cells_in(at)):
+            r = _at(at, name, phase, cell)
+            if r is None or r["status"] == "unavailable":  # listed once, below
                 continue
-            r = hit.iloc[-1]
             if r["status"] != "ok":  # its reason is in the section on such rows
-                records.append({"impl": name, "phase": phase, "median ms ± IQR": f"{r['status']} (see below)"})
+                records.append({"impl": name, "cell": cell, "phase": phase,
+                                "median ms ± IQR": f"{r['status']} (see below)"})
                 continue
             records.append({
-                "impl": name, "phase": phase,
-                "median ms ± IQR": f"{r['median_s'] * 1e3:.3g} ± {r['iqr_s'] * 1e3:.2g}"
-                                   + (" (noisy)" if r["noisy"] is True else ""),
+                "impl": name, "cell": cell, "phase": phase,
+                "median ms ± IQR": _median_text(r),
                 "seq/s": fmt(r["seq_per_s"], ",.0f"), "GFLOP/s": fmt(r["gflops"], ".3g"),
                 "% peak": fmt(r["pct_peak"], ".2g"),
                 "memory measured / analytic": f"{fmt_bytes(r['peak_mem_bytes'])} / "
@@ -56,7 +88,7 @@ def key_results(frame, rep: dict):
 
 
 def _size_of(row) -> str:
-    return size_label({k: row[k] for k in (*SIZE_DIMS, "dtype", "threads")})
+    return size_label({k: row[k] for k in ("cell", *SIZE_DIMS, "dtype", "threads")})
 
 
 def noisy_rows(frame):
@@ -97,7 +129,7 @@ def accuracy_table(frame):
 
     rows = frame[frame["phase"] == "accuracy"]
     return pd.DataFrame([{
-        "impl": r["impl"], "status": r["status"], "dataset": cell(r["dataset"]),
+        "impl": r["impl"], "cell": r["cell"], "status": r["status"], "dataset": cell(r["dataset"]),
         "test accuracy": fmt(r["test_accuracy"] * 100 if not isnan(r["test_accuracy"]) else None,
                              ".1f", " %"),
         "time to 90 % val. accuracy": fmt(r["time_to_accuracy_s"], ".3g", " s"),
@@ -199,6 +231,17 @@ def error_details(frame, errors: dict) -> list[str]:
     return out
 
 
+def _key_results_section(frame, rep: dict) -> list[str]:
+    """One cell: the full table. Several: the cells side by side, then the full table
+    folded (a reader opens it; the document stays one screen per section)."""
+    full = markdown_table(key_results(frame, rep))
+    if len(cells_in(ok_timing(frame))) < 2:
+        return [full, ""]
+    return [markdown_table(cell_results(frame, rep)), "", "<details><summary>Every measure at this "
+            "size, per cell (throughput, GFLOP/s, memory, first call, error, diagnostics)</summary>",
+            "", full, "", "</details>", ""]
+
+
 def render(frame, meta: dict, figures: list[Path], title: str, errors: dict | None = None) -> str:
     rep = representative(frame)
     out = [f"# rnnbench report: {title}", "", *header(frame, meta), "## How to read this", "",
@@ -208,7 +251,7 @@ def render(frame, meta: dict, figures: list[Path], title: str, errors: dict | No
            "Each dimension's first row is the source article's qualitative claim; the rows "
            "under it are what this run measured.", "",
            markdown_table(flat(comparison_table(frame, meta))), "",
-           f"## Key results at {size_label(rep) or NONE}", "", markdown_table(key_results(frame, rep)), "",
+           f"## Key results at {size_label(rep) or NONE}", "", *_key_results_section(frame, rep),
            "## Performance targets", "",
            "The targets the project set itself, evaluated on this run's medians (bench/report/targets.py).", "",
            markdown_table(_frame(evaluate_targets(frame))), "",

@@ -15,20 +15,22 @@ import warnings
 import zlib
 from pathlib import Path
 
-from bench.report.selection import (SHORT, SIZE_DIMS, TIMING_PHASES, baseline_for, impl_order,
-                                    matching, ok_timing, representative, size_label, slice_along,
-                                    speedups)
+from bench.report.selection import (SHORT, SIZE_DIMS, TIMING_PHASES, baseline_for, cells_in,
+                                    impl_order, matching, ok_timing, plot_rep, representative,
+                                    size_label, slice_along, speedups)
 
 # Fixed palette slots: the registered and planned implementations keep their colour
 # whichever subset a run holds; any other name hashes into a second palette.
 PALETTE_ORDER = ("numpy", "torch", "numba", "torchscript", "torch_compile", "onnx_fp32",
                  "onnx_int8", "cupy")
 PHASE_MARKERS = {"forward": "o", "backward": "s", "train_step": "^"}
+CELL_MARKERS = {"rnn_tanh": "o", "lstm": "D", "gru": "v"}
 AXIS_LABELS = {"batch_size": "batch size B (sequences)", "seq_len": "sequence length T (steps)",
                "hidden_size": "hidden size H (units)", "input_size": "input size I (features)"}
 # file-name prefix -> the report's heading for those figures (the report embeds them in
 # this order; make_plots removes only files with these prefixes)
-FIGURES = (("throughput_", "Throughput"), ("speedup_", "Speed-up over the torch baseline"),
+FIGURES = (("cells", "Cells: what the gates cost"), ("throughput_", "Throughput"),
+           ("speedup_", "Speed-up over the torch baseline"),
            ("pct_peak", "Percent of peak"), ("memory", "Memory"),
            ("compile_", "First call (compile) time"), ("accuracy", "Accuracy vs throughput"))
 PLOT_PREFIXES = tuple(prefix for prefix, _ in FIGURES)
@@ -123,7 +125,7 @@ def _noisy(rows) -> list[bool]:
 def plot_throughput(frame, out_dir: Path) -> list[Path]:
     """Per phase, sequences/s vs batch, hidden size and seq_len (one panel each, the
     other dimensions at the representative size)."""
-    rep, names, paths = representative(frame), impl_order(frame), []
+    rep, names, paths = plot_rep(frame), impl_order(frame), []
     for phase in TIMING_PHASES:
         rows = frame[frame["phase"] == phase]
         panels = [(dim, *slice_along(rows, dim, rep)) for dim in ("batch_size", "hidden_size", "seq_len")]
@@ -169,7 +171,7 @@ def _heatmap(ax, table, noisy, limit: float) -> object:
 def plot_speedup(frame, out_dir: Path) -> list[Path]:
     """Per phase, a heat-map per implementation of its speed-up over torch eager (ratio of
     medians from the same run) over batch size x hidden size."""
-    rep, paths = representative(frame), []
+    rep, paths = plot_rep(frame), []
     ratios, baseline = speedups(frame), baseline_for(frame)
     if ratios.empty:
         return []
@@ -201,7 +203,7 @@ def plot_speedup(frame, out_dir: Path) -> list[Path]:
 def plot_memory(frame, out_dir: Path) -> list[Path]:
     """train_step: measured peak RSS increase vs the analytic BPTT activations, vs seq_len."""
     rows = frame[frame["phase"] == "train_step"]
-    sub, fixed = slice_along(rows, "seq_len", representative(rows))
+    sub, fixed = slice_along(rows, "seq_len", plot_rep(rows))
     sub = sub[sub["peak_mem_bytes"] > 0]  # 0: below the page resolution, not drawable on log
     if sub["seq_len"].nunique() < 2:
         return []
@@ -254,18 +256,20 @@ def plot_accuracy(frame, out_dir: Path) -> list[Path]:
     rep = representative(train)
     if acc.empty or not rep:
         return []
-    at = matching(train, rep)
-    points = acc[["impl", "test_accuracy"]].merge(at[["impl", "seq_per_s", "noisy"]], on="impl")
+    at = matching(train, rep)  # every cell at the representative size
+    points = acc[["impl", "cell", "test_accuracy"]].merge(at[["impl", "cell", "seq_per_s", "noisy"]],
+                                                          on=["impl", "cell"])
     if points.empty:
         return []
+    several = points["cell"].nunique() > 1
     fig, (ax,) = _figure(1, width=6.2, height=4.6)
     for _, p in points.iterrows():
-        color = impl_color(p["impl"])
-        ax.plot([p["seq_per_s"]], [100 * p["test_accuracy"]], marker="o", markersize=9,
-                linestyle="", color=color, label=p["impl"],
+        color, label = impl_color(p["impl"]), (f"{p['impl']} {p['cell']}" if several else p["impl"])
+        ax.plot([p["seq_per_s"]], [100 * p["test_accuracy"]], marker=CELL_MARKERS.get(p["cell"], "o"),
+                markersize=9, linestyle="", color=color, label=label,
                 markerfacecolor="none" if p["noisy"] is True else color)
-        ax.annotate(p["impl"], (p["seq_per_s"], 100 * p["test_accuracy"]),
-                    textcoords="offset points", xytext=(6, 6), fontsize=9)
+        ax.annotate(label, (p["seq_per_s"], 100 * p["test_accuracy"]),
+                    textcoords="offset points", xytext=(6, 6), fontsize=8)
     _log_axis(ax, "x")
     ax.margins(x=0.3, y=0.3)
     dataset = ", ".join(acc["dataset"].dropna().unique()) or "the data set"
@@ -285,11 +289,11 @@ def plot_compile(frame, out_dir: Path) -> list[Path]:
     median at the representative size is drawn beside it for scale."""
     from matplotlib.lines import Line2D
 
+    rep = plot_rep(frame)
     rows = frame.dropna(subset=["compile_s"])
-    rows = rows[rows["phase"].isin(TIMING_PHASES)]
+    rows = rows[rows["phase"].isin(TIMING_PHASES) & (rows["cell"] == rep.get("cell"))]
     if rows.empty or rows["seq_len"].nunique() < 2:
         return []
-    rep = representative(frame)
     phases = [p for p in TIMING_PHASES if (rows["phase"] == p).any()]
     fig, axes = _figure(len(phases))
     for ax, phase in zip(axes, phases):
@@ -311,7 +315,32 @@ def plot_compile(frame, out_dir: Path) -> list[Path]:
     return [_save(fig, out_dir / "compile_time.png")]
 
 
-PLOTS = (plot_throughput, plot_speedup, plot_pct_peak, plot_memory, plot_compile, plot_accuracy)
+def plot_cells(frame, out_dir: Path) -> list[Path]:
+    """Per phase, each implementation's median at the representative size for every cell
+    (rnn_tanh, lstm, gru): the price of the gates, side by side in one run."""
+    rep = representative(frame)
+    rows = matching(ok_timing(frame), rep) if rep else frame.iloc[:0]
+    cells = cells_in(rows) if len(rows) else []
+    if len(cells) < 2:
+        return []
+    phases = [p for p in TIMING_PHASES if (rows["phase"] == p).any()]
+    fig, axes = _figure(len(phases), width=4.6)
+    for ax, phase in zip(axes, phases):
+        sub = rows[rows["phase"] == phase]
+        for name in impl_order(sub):
+            line = (sub[sub["impl"] == name].drop_duplicates("cell", keep="last").set_index("cell")
+                    .reindex(cells).dropna(subset=["median_s"]))
+            xs = [cells.index(c) for c in line.index]
+            _series(ax, xs, list(line["median_s"] * 1e3), _noisy(line), impl_color(name), label=name)
+        ax.set_xticks(range(len(cells)), cells)
+        _log_axis(ax)
+        _finish(ax, "cell", "median ms per call (log)", phase, any(_noisy(sub)))
+    fig.suptitle(f"time per call by cell at {size_label(rep)}, lower is better")
+    return [_save(fig, out_dir / "cells.png")]
+
+
+PLOTS = (plot_cells, plot_throughput, plot_speedup, plot_pct_peak, plot_memory, plot_compile,
+         plot_accuracy)
 
 
 def make_plots(frame, out_dir) -> list[Path]:

@@ -15,6 +15,7 @@ BASELINE = "torch"  # torch eager: the article's PyTorch column, what every rati
 GPU_BASELINE = "torch_cuda"  # a GPU-only run (the gpu preset): cuDNN's nn.RNN instead
 SIZE_DIMS = ("batch_size", "seq_len", "input_size", "hidden_size")
 SHORT = {"batch_size": "B", "seq_len": "T", "input_size": "I", "hidden_size": "H"}
+CELL_ORDER = ("rnn_tanh", "lstm", "gru")  # the article's cell first: the one plots fix
 
 def ok_timing(frame):
     """Rows with a measured median: status ok, a timing phase (not accuracy)."""
@@ -23,7 +24,13 @@ def ok_timing(frame):
 
 def case_keys(frame) -> list[str]:
     """What identifies one measured case; `run` too, so concatenated runs never pair."""
-    return (["run"] if "run" in frame.columns else []) + [*SIZE_DIMS, "dtype", "threads", "phase"]
+    return (["run"] if "run" in frame.columns else []) + ["cell", *SIZE_DIMS, "dtype", "threads", "phase"]
+
+
+def cells_in(frame) -> list[str]:
+    """The cells the frame holds, the article's rnn_tanh first."""
+    present = set(frame["cell"])
+    return [c for c in CELL_ORDER if c in present] + sorted(present - set(CELL_ORDER))
 
 
 def impl_order(frame) -> list[str]:
@@ -50,7 +57,8 @@ def _upper_median(values):
 def representative(frame) -> dict:
     """The one size the report quotes and the plots fix the other axes at: float32 if run,
     the largest thread count, then the measured size nearest (in log distance) to the upper
-    median of each dimension among the sizes that the most implementations ran."""
+    median of each dimension among the sizes that the most implementations ran. The cell
+    is not part of it: tables quote every cell at this size; plots fix plot_cell()."""
     rows = ok_timing(frame)
     if rows.empty:
         return {}
@@ -66,9 +74,22 @@ def representative(frame) -> dict:
     return {**{d: int(best[d]) for d in SIZE_DIMS}, "dtype": dtype, "threads": threads}
 
 
+def plot_cell(frame) -> str | None:
+    """The cell the slice plots fix: the article's rnn_tanh when the run has it."""
+    cells = cells_in(ok_timing(frame))
+    return cells[0] if cells else None
+
+
+def plot_rep(frame) -> dict:
+    """representative() with the cell the slice plots fix (plot_cell)."""
+    rep = representative(frame)
+    return {**rep, "cell": plot_cell(frame)} if rep else rep
+
+
 def size_label(values: dict) -> str:
-    """'B=32 T=64 I=32 H=128, float32, 1 thread' for whichever keys are given."""
-    parts = [" ".join(f"{SHORT[d]}={values[d]}" for d in SIZE_DIMS if d in values)]
+    """'lstm, B=32 T=64 I=32 H=128, float32, 1 thread' for whichever keys are given."""
+    parts = [str(values["cell"])] if "cell" in values else []
+    parts.append(" ".join(f"{SHORT[d]}={values[d]}" for d in SIZE_DIMS if d in values))
     if "dtype" in values:
         parts.append(str(values["dtype"]))
     if "threads" in values:

@@ -37,7 +37,7 @@ class Phase:
 def bind_inputs(backend, case: Case, seed: int = 0) -> impls.Bound:
     """The case's seeded params and inputs as native arrays, bound (checked once)."""
     host = impls.init_params(case.input_size, case.hidden_size, case.num_classes,
-                             seed=seed, dtype=case.dtype)
+                             seed=seed, dtype=case.dtype, cell=case.cell)
     x = random_sequences(case.batch_size, case.seq_len, case.input_size, seed=seed,
                          dtype=np.dtype(case.dtype))  # (B, T, I)
     return backend.bind(backend.from_numpy(host), backend.asarray(x))

@@ -22,7 +22,7 @@ from bench.measure import machine
 from bench.measure import memory
 from bench.faults import crash_point
 from bench.measure.code import implementations_meta
-from bench.record import TRACEBACK_FIELD, empty_row
+from bench.record import KEY_COLUMNS, TRACEBACK_FIELD, empty_row
 from bench.results import (DAMAGED_SUFFIX, RESULTS_CSV, RUN_FILES, RowWriter, done_keys,
                            drop_rows_to_retry, read_meta, reconcile_raw_times,
                            set_aside_damaged, write_meta)
@@ -52,15 +52,17 @@ def skip_reason(case: Case, peak_gflops: float, max_case_s: float) -> str | None
     """Why `case` cannot fit this machine, decided before it runs; None if it fits."""
     # backward is costed as a whole train step: its setup runs a forward too
     costed_as = {"backward": "train_step"}.get(case.phase, case.phase)
-    work = analytic.phase_flops(costed_as, case.batch_size, case.seq_len, case.input_size, case.hidden_size)
+    work = analytic.phase_flops(costed_as, case.batch_size, case.seq_len, case.input_size,
+                                case.hidden_size, case.num_classes, case.cell)
     estimate_s = CALLS_PER_CASE * work / (ASSUMED_EFFICIENCY * peak_gflops * 1e9)
     if estimate_s > max_case_s:
         return (f"estimated {estimate_s:.0f} s for this case (at {ASSUMED_EFFICIENCY:.0%} of the "
                 f"{peak_gflops:.0f} GFLOP/s peak) exceeds --max-case-s {max_case_s:.0f}")
     # training keeps ~3 activation sets alive (states, scratch, copies); params + Adam x4
     need = 3 * analytic.activation_bytes("train_step", case.batch_size, case.seq_len, case.input_size,
-                                      case.hidden_size, case.dtype)
-    need += 4 * analytic.num_params(case.input_size, case.hidden_size, case.num_classes) * np.dtype(case.dtype).itemsize
+                                         case.hidden_size, case.dtype, case.cell)
+    need += 4 * analytic.num_params(case.input_size, case.hidden_size, case.num_classes,
+                                    case.cell) * np.dtype(case.dtype).itemsize
     have = available_memory_bytes()
     if have and need > MEMORY_HEADROOM * have:
         return f"needs ~{need / 2**30:.1f} GiB, more than {MEMORY_HEADROOM:.0%} of the {have / 2**30:.1f} GiB available"
@@ -109,7 +111,7 @@ class _Sweep:
         return self.peaks[(dtype, threads, kind)]
 
     def max_err(self, backend, case: Case) -> float | None:
-        key = (case.impl, case.size(), case.dtype, case.phase == "forward")
+        key = (case.impl, case.cell, case.size(), case.dtype, case.phase == "forward")
         if key not in self.errors:
             try:
                 self.errors[key] = oracle_error(backend, case, self.expected)
@@ -136,24 +138,28 @@ class _Sweep:
         return row
 
 
-def accuracy_rows(state: _Sweep, grid: Grid, names: list[str], epochs: int) -> list[dict]:
-    """Test accuracy and time-to-accuracy on digits with a fixed epoch budget, per
-    implementation in `names`; forward-only ones evaluate weights trained by the first
+def accuracy_rows(state: _Sweep, grid: Grid, names: list[str], epochs: int,
+                  cell: str = "rnn_tanh") -> list[dict]:
+    """Test accuracy and time-to-accuracy of `cell` on digits with a fixed epoch budget,
+    per implementation in `names`; forward-only ones evaluate weights trained by the first
     trainable one before them (numpy, in registry order)."""
     from bench.train.data import load_digits_rows
     from bench.train.loop import TrainConfig, evaluate, train
 
     dataset = load_digits_rows()
-    config = TrainConfig(epochs=epochs, patience=epochs)
+    config = TrainConfig(epochs=epochs, patience=epochs, cell=cell)
     threads = min(grid.threads)
     case = Case("", "accuracy", config.batch_size, dataset.seq_len, dataset.input_size,
-                config.hidden_size, config.dtype, threads, dataset.num_classes)
+                config.hidden_size, config.dtype, threads, dataset.num_classes, cell=cell)
     rows, reference_params = [], None
     for name in names:
         this = replace(case, impl=name)
         backend = state.backend(name)
         if isinstance(backend, Exception):
             rows.append(empty_row(this, "unavailable", str(backend)))
+            continue
+        if backend.cell_reason(cell):
+            rows.append(empty_row(this, "skipped", backend.cell_reason(cell)))
             continue
         row = empty_row(this, "ok")
         row.update(device=backend.device, dataset=dataset.name)
@@ -276,7 +282,8 @@ def _run_cases(out: Path, grid: Grid, cases, done, meta, attempts, registered, *
     try:
         bar = tqdm(cases, unit="case", file=sys.stderr, disable=not progress)
         for case in bar:
-            bar.set_description(f"{case.impl} {case.phase} B{case.batch_size} T{case.seq_len} H{case.hidden_size}")
+            bar.set_description(f"{case.impl} {case.cell} {case.phase} B{case.batch_size} "
+                                f"T{case.seq_len} H{case.hidden_size}")
             if attempts.start(case) > MAX_ATTEMPTS:
                 row = empty_row(case, "error", f"the process died in this case {MAX_ATTEMPTS} times "
                                 "(killed, crashed or out of memory); not run again")
@@ -285,10 +292,12 @@ def _run_cases(out: Path, grid: Grid, cases, done, meta, attempts, registered, *
             writer.write(row)
             attempts.done()
         if grid.accuracy:
-            finished = {key[0] for key in done if key[1] == "accuracy"}
-            wanted = [n for n in (grid.impls or registered) if n not in finished]
-            for row in accuracy_rows(state, grid, wanted, accuracy_epochs):
-                writer.write(row)
+            keys = [dict(zip(KEY_COLUMNS, key)) for key in done]
+            for cell in grid.cell:
+                finished = {k["impl"] for k in keys if k["phase"] == "accuracy" and k["cell"] == cell}
+                wanted = [n for n in (grid.impls or registered) if n not in finished]
+                for row in accuracy_rows(state, grid, wanted, accuracy_epochs, cell):
+                    writer.write(row)
         meta["finished"] = machine.now()
     except KeyboardInterrupt:
         meta["interrupted"] = machine.now()  # `finished` stays empty: the run is partial
