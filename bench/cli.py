@@ -221,6 +221,8 @@ def cmd_sweep(args) -> int:
            "hidden_size": args.hidden_size, "seq_len": args.seq_len, "input_size": args.input_size,
            "dtype": args.dtype, "threads": args.threads}
     overrides.update({k: v for k, v in cli.items() if v is not None})
+    if "cell" in overrides:  # cells asked for by name run everywhere, compiled loops too
+        overrides.setdefault("compile_heavy_cells", overrides["cell"])
     if args.no_accuracy:
         overrides["accuracy"] = False
     grid = build_grid(preset, **overrides)  # checks every key's type first

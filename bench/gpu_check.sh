@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one-shot GPU check: on a machine with an NVIDIA GPU, install what is missing, run the
-# GPU tests, run the `gpu` sweep preset (DeepBench's vanilla sizes and the article's) and
+# GPU tests, run the `gpu` sweep preset (part of DeepBench's vanilla, LSTM and GRU training
+# sets, and the article's scale for every cell: cuDNN vs CuPy vs compiled loops) and
 # write results + report into OUT_DIR. Meant to finish within ~8 minutes on an H100.
 #
 #   bash bench/gpu_check.sh OUT_DIR

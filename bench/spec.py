@@ -60,10 +60,22 @@ class Grid:
     input_equals_hidden: bool = False
     extra: tuple[Case, ...] = field(default=())
     cartesian: bool = True  # False: only `extra` runs (DeepBench's lists are not products)
+    # The cells compile-heavy implementations (impls.Entry.compile_heavy) run; None: all.
+    # A compiled loop is a graph per (cell, seq_len, phase, batch/hidden specialisation):
+    # torch.compile's LSTM graphs took 11-93 s each here (T 16-64), more than the whole
+    # quick preset may take. Their other cells are `skipped` rows saying so.
+    compile_heavy_cells: tuple[str, ...] | None = None
     accuracy: bool = True  # train/evaluate each implementation on digits too
     # the timing budget of a case: samples are taken until both this much time and 7
     # samples; 0.25 s keeps the IQR of a ~1 ms call near 1-3 % on a quiet 2-core VM
     min_time_s: float = 0.25
+
+    def compile_skip(self, cell: str, compile_heavy: bool) -> str | None:
+        """Why a compile-heavy implementation does not run `cell` in this grid, or None."""
+        if not compile_heavy or self.compile_heavy_cells is None or cell in self.compile_heavy_cells:
+            return None
+        return (f"compile-heavy: this grid runs it on {', '.join(self.compile_heavy_cells) or 'no cell'} "
+                f"only (each {cell} graph compiles for tens of seconds); ask for it with --cell {cell}")
 
     def cases(self, registered: list[str]) -> list[Case]:
         impls = self.impls or tuple(registered)
@@ -154,7 +166,8 @@ PRESETS: dict[str, callable] = {
     # The main job: every available implementation, a small grid, a few minutes here.
     # (a shorter timing budget per case keeps it within ~3 minutes with cold JIT caches)
     "quick": lambda: Grid(cell=CELLS, phases=("forward", "backward", "train_step"), batch_size=(1, 32),
-                          seq_len=(16, 64), hidden_size=(128,), min_time_s=0.15),
+                          seq_len=(64,), hidden_size=(64, 128), min_time_s=0.15,
+                          compile_heavy_cells=("rnn_tanh",)),
     "default": lambda: Grid(cell=CELLS, phases=PHASES, batch_size=(1, 8, 32, 128), seq_len=(16, 64, 256),
                             hidden_size=(32, 64, 128, 256, 512), dtype=DTYPES,
                             threads=tuple(sorted({1, all_cores()}))),
@@ -209,6 +222,9 @@ def _check_types(grid: Grid) -> None:
     for key in BOOL_KEYS:
         if not isinstance(getattr(grid, key), bool):
             raise ValueError(f"{key} must be true or false, got {getattr(grid, key)!r}")
+    heavy = grid.compile_heavy_cells
+    if heavy is not None and not all(isinstance(v, str) for v in heavy):
+        raise ValueError(f"compile_heavy_cells needs names (strings), got {list(heavy)!r}")
     if isinstance(grid.min_time_s, bool) or not isinstance(grid.min_time_s, (int, float)) \
             or not grid.min_time_s > 0:
         raise ValueError(f"min_time_s must be a positive number of seconds, got {grid.min_time_s!r}")
@@ -232,7 +248,7 @@ def build_grid(preset: str | None = None, **overrides) -> Grid:
     bad_dtypes = set(grid.dtype) - set(DTYPES)
     if bad_dtypes:
         raise ValueError(f"unknown dtypes {sorted(bad_dtypes)}; dtypes: {', '.join(DTYPES)}")
-    bad_cells = set(grid.cell) - set(CELLS)
+    bad_cells = (set(grid.cell) | set(grid.compile_heavy_cells or ())) - set(CELLS)
     if bad_cells:
         raise ValueError(f"unknown cells {sorted(bad_cells)}; cells: {', '.join(CELLS)}")
     return grid

@@ -56,11 +56,12 @@ def any_backend(request):
 
 
 @contextlib.contextmanager
-def temporary_entry(name: str, module, *, requires: str = "nothing"):
+def temporary_entry(name: str, module, *, requires: str = "nothing", compile_heavy: bool = False):
     """Register `module` (an object with create(device=None)) as impls.<name> for a test;
     None makes an entry whose import fails, i.e. an unavailable implementation."""
     module_name = f"_temporary_{name}"
-    REGISTRY[name] = Entry(name, module_name, f"temporary {name}", requires, "cpu", {"float32": 1e-5})
+    REGISTRY[name] = Entry(name, module_name, f"temporary {name}", requires, "cpu", {"float32": 1e-5},
+                           compile_heavy=compile_heavy)
     sys.modules[f"impls.{module_name}"] = module  # None makes the import raise ImportError
     try:
         yield

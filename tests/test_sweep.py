@@ -284,3 +284,31 @@ def test_presets_cover_every_cell_and_deepbench_has_its_lstm_and_gru_sets():
     assert {c.cell for c in gpu} == set(impls.CELLS) and {c.impl for c in gpu} == set(spec.GPU_IMPLS)
     with pytest.raises(ValueError, match="unknown cells"):
         build_grid("quick", cell=["elman"])
+
+
+def test_quick_leaves_gated_cells_of_compile_heavy_backends_out_unless_asked(tmp_path):
+    """Their LSTM/GRU graphs compile for tens of seconds each: quick records why it skips
+    them, and naming the cells (--cell) runs them."""
+    import types
+
+    from conftest import temporary_entry
+    from bench import cli as cli_module
+
+    heavy = types.SimpleNamespace(create=lambda device=None: impls.get("numpy"))
+    with temporary_entry("heavy", heavy, compile_heavy=True):
+        grid = tiny_grid(impls=["heavy", "numpy"], cell=["rnn_tanh", "gru"], batch_size=[1],
+                         accuracy=True)
+        out = run_sweep(grid, tmp_path / "quick", progress=False, timing=FAST, accuracy_epochs=1)
+        rows = {(r["impl"], r["cell"], r["phase"]): r for r in read_rows(out)}
+        for phase in ("forward", "accuracy"):
+            assert rows[("heavy", "gru", phase)]["status"] == "skipped"
+            assert "compile-heavy" in rows[("heavy", "gru", phase)]["reason"]
+            assert rows[("heavy", "rnn_tanh", phase)]["status"] == "ok"
+            assert rows[("numpy", "gru", phase)]["status"] == "ok"
+        args = cli_module.build_parser().parse_args(
+            ["sweep", "--impl", "heavy", "--cell", "gru", "--phase", "forward", "--batch-size", "1",
+             "--seq-len", "3", "--hidden-size", "4", "--input-size", "2", "--no-accuracy", "--quiet",
+             "--out", str(tmp_path / "asked")])
+        assert cli_module.cmd_sweep(args) == 0
+        (asked,) = read_rows(tmp_path / "asked")
+        assert (asked["cell"], asked["status"]) == ("gru", "ok")

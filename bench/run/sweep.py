@@ -119,10 +119,13 @@ class _Sweep:
                 self.errors[key] = None
         return self.errors[key]
 
-    def row(self, case: Case, max_case_s: float, timing: dict | None) -> dict:
+    def row(self, case: Case, max_case_s: float, timing: dict | None, grid: Grid) -> dict:
         backend = self.backend(case.impl)
         if isinstance(backend, Exception):
             return empty_row(case, "unavailable", str(backend))
+        left_out = grid.compile_skip(case.cell, impls.entry(case.impl).compile_heavy)
+        if left_out:
+            return empty_row(case, "skipped", left_out)
         with machine.use_threads(case.threads):
             peak = self.peak(case.dtype, case.threads, backend.device)
             reason = skip_reason(case, peak, max_case_s)
@@ -158,8 +161,9 @@ def accuracy_rows(state: _Sweep, grid: Grid, names: list[str], epochs: int,
         if isinstance(backend, Exception):
             rows.append(empty_row(this, "unavailable", str(backend)))
             continue
-        if backend.cell_reason(cell):
-            rows.append(empty_row(this, "skipped", backend.cell_reason(cell)))
+        skipped = backend.cell_reason(cell) or grid.compile_skip(cell, impls.entry(name).compile_heavy)
+        if skipped:
+            rows.append(empty_row(this, "skipped", skipped))
             continue
         row = empty_row(this, "ok")
         row.update(device=backend.device, dataset=dataset.name)
@@ -288,7 +292,7 @@ def _run_cases(out: Path, grid: Grid, cases, done, meta, attempts, registered, *
                 row = empty_row(case, "error", f"the process died in this case {MAX_ATTEMPTS} times "
                                 "(killed, crashed or out of memory); not run again")
             else:
-                row = state.row(case, max_case_s, timing)
+                row = state.row(case, max_case_s, timing, grid)
             writer.write(row)
             attempts.done()
         if grid.accuracy:
