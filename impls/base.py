@@ -192,10 +192,10 @@ class Backend:
             raise ValueError(f"x has input_size {x_input_size} (shape {shape}) but W_xh expects "
                              f"input_size {input_size}")
         x_dtype, params_dtype = self._dtype_of(x), self._dtype_of(params["W_xh"])
-        self._check_dtype(x_dtype, "inputs")
-        if x_dtype != params_dtype:
+        if x_dtype != params_dtype:  # first: the params' dtype is one this backend runs
             raise ValueError(f"x has dtype {x_dtype} but params are {params_dtype}; "
                              "convert one of them (dtypes are never mixed silently)")
+        self._check_dtype(x_dtype, "inputs")
         if not self._all_finite(x):
             raise ValueError("x contains NaN or inf; inputs must be finite")
         if lengths is not None:

@@ -1,29 +1,49 @@
 """`onnx_fp32` and `onnx_int8`: the classifier as an ONNX graph run by ONNX Runtime on the
-CPUExecutionProvider (named explicitly). Forward-only: train elsewhere, evaluate here.
+CPUExecutionProvider (named explicitly), for every cell (rnn_tanh, lstm, gru). Forward-only:
+train elsewhere, evaluate here. (`onnx_native`, impls.onnx_native, shares the machinery.)
 
 The graph is written with onnx.helper from the canonical numpy parameters (no torch, no
 tracing, so no exporter can fix a dimension behind our back); seq_len T is fixed per file,
-the batch is dynamic ("batch"; the tests run three batch sizes on one file):
+the batch is dynamic ("batch"; the tests run three batch sizes on one file). G gates:
 
-    px  = Split_T(MatMul(Reshape(Transpose(x), (T*B, I)), W_xh^T))     one input GEMM
-    h_1 = Tanh(px_0 + b_h);  h_t = Tanh(px_t + (MatMul(h_{t-1}, W_hh^T) + b_h))   unrolled
+    px  = Split_T(MatMul(Reshape(Transpose(x), (T*B, I)), W_xh^T))   one input GEMM (T*B, G*H)
+    hb_t = MatMul(h_{t-1}, W_hh^T) + b        one fused recurrent product of all G gates
+    rnn_tanh  h_t = Tanh(px_t + hb_t)
+    lstm      Split_4(px_t + hb_t) -> Sigmoid i, f, o, Tanh g;  c_t = f*c + i*g, h_t = o*Tanh(c_t)
+    gru       (b_h on px, b = [0, 0, b_hn]) Split(px_t), Split(hb_t) -> r, z = Sigmoid(..),
+              n = Tanh(px_n + r * hb_n), h_t = n + z * (h_{t-1} - n)
     logits = MatMul(h_L, W_hy^T) + b_y      (lengths: h_L = GatherND of the stacked h's)
 
-Unrolled, not nn.RNN or Loop/Scan: ORT never quantises the `RNN` operator (only the head
-would be int8), and a Scan body is quantised only with EnableSubgraph and pays a subgraph
-call per step. The price: one file per seq_len (cached per shape in `cache_dir`) and O(T)
-nodes, so export + session creation (compile_s) grow with T (~10-60 ms at T=64).
+(h_0 = c_0 = 0: step 1 has no recurrent product.) Unrolled, not ONNX's RNN/LSTM/GRU or
+Loop/Scan: ORT never quantises RNN and GRU (and its int8 LSTM is not batch-invariant: see
+impls.onnx_native), and a Scan body is quantised only with EnableSubgraph and pays a
+subgraph call per step. The price: one file per (cell, seq_len) (cached per shape and
+content in `cache_dir`) and O(T) nodes, so export + session creation (compile_s) grow
+with T: at T=64, 20-60 ms for rnn_tanh, 60-130 ms for lstm/gru; onnx_int8 adds
+quantize_dynamic, 100-510 ms in all (onnx_native: 3-30 ms, once for every seq_len).
 
 int8: onnxruntime.quantization.quantize_dynamic quantises every MatMul (int8 weights per
 output channel); `_batch_invariant` then replaces its activation quantiser, whose one
 scale per tensor (per batch) makes a sequence's logits depend on its batchmates and on
 their padding (a padded 1e3 sets everyone's scale), breaking test_conformance's contract:
-  - h = tanh(.) lies in [-1, 1] by construction: fixed scale 1/127, zero point 128 (u8 x s8,
-    MLAS' fast path); a step is QuantizeLinear + one MatMulIntegerToFloat (ORT's own
-    com.microsoft op, bias fused; the file loads in plain onnxruntime) + Add + Tanh;
+  - h lies in [-1, 1] by construction for every cell (tanh; lstm's o * tanh(c); gru's
+    convex mix of tanh and h_{t-1}): fixed scale 1/127, zero point 128 (u8 x s8, MLAS'
+    fast path); a product is QuantizeLinear + one MatMulIntegerToFloat (ORT's own
+    com.microsoft op, bias fused; the file loads in plain onnxruntime). The chains are
+    found by name: only hidden states (and h_last) are called h_*;
   - x (the input GEMM): a per-row dynamic scale max|row|/127, computed in the graph.
-Measured (T=64, 1 thread): int8 is 1.6-2.5x faster than fp32 at H >= 256, 1.2-1.3x at
-H=128, where Add, Tanh and the h quantiser cost as much as the (3x faster) int8 GEMM.
+The gates' Sigmoid/Tanh and the cell update stay float32.
+
+Measured side by side (one process, 1 thread, B=32, T=64, I=32, float32, predict, median
+of 30 after warm-up; 2-core AMD EPYC, AVX2 without VNNI, so 7-bit weights (reduce_range)
+and MLAS' int16-pair u8s8 kernel), onnx_fp32 time / onnx_int8 time:
+median (range) of 5 runs on a machine shared with other jobs (load ~3):
+    cell       H=128              H=256
+    rnn_tanh   1.04 (1.00-1.16)   1.23 (1.14-1.49)
+    lstm       1.09 (1.01-1.18)   1.18 (1.15-1.81)
+    gru        1.10 (0.98-1.12)   1.16 (1.07-1.31)
+ORT's profile of lstm at H=128: the products take 3.6 ms in int8 against 5.7 ms in fp32,
+the elementwise nodes (10-12 per lstm/gru step, ~5 us each) ~6 ms in both.
 """
 from __future__ import annotations
 
@@ -37,16 +57,17 @@ from pathlib import Path
 import numpy as np
 
 from .base import HostArrayBackend, Unavailable, require_cpu
-from .params import PARAM_NAMES
+from .params import CELLS, cell_fast, param_names
 
 PROVIDERS = ["CPUExecutionProvider"]  # named explicitly: never a silent fallback
 OPSET = 21  # Split(num_outputs) needs 18+, QuantizeLinear per-tensor u8 any
 IR_VERSION = 10  # what onnxruntime >= 1.17 reads; onnx's newest default may be newer
 MAX_SESSIONS = 8  # LRU bound: a sweep makes new params per case, sessions hold weights
 ZERO_POINT = 128  # activations: symmetric int8 stored as uint8 (u8s8 is MLAS' fast path)
-H_SCALE = 1.0 / 127  # tanh is in [-1, 1]: the exact range, no calibration needed
+H_SCALE = 1.0 / 127  # h is in [-1, 1] for every cell: the exact range, no calibration needed
 INT_MATMULS = {"MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearMatMul"}
 FLOAT_MATMULS = {"MatMul", "Gemm"}
+RECURRENT_OPS = {"RNN", "LSTM", "GRU"}
 
 
 def _runtime():
@@ -60,62 +81,136 @@ def _runtime():
     return onnx, onnxruntime
 
 
-# --- the float32 graph --------------------------------------------------------------
+# --- the unrolled graph ----------------------------------------------------------------
+def initializer(name, value, dtype=None):
+    """A graph constant (TensorProto) named `name` holding `value`."""
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.ascontiguousarray(value, dtype), name)
+
+
 def build_model(params: dict, seq_len: int, with_lengths: bool):
-    """The ModelProto for one seq_len, in the params' dtype. h_* tensors are tanh outputs."""
-    onnx, _ = _runtime()
-    from onnx import TensorProto, helper, numpy_helper
+    """The unrolled ModelProto of the params' cell for one seq_len, in the params' dtype.
+    Tensors named h_* are hidden states (in [-1, 1] for every cell: `_batch_invariant`)."""
+    _runtime()
+    from onnx import TensorProto, helper
 
-    hidden_size, input_size = params["W_xh"].shape
-    elem = helper.np_dtype_to_tensor_dtype(params["W_xh"].dtype)  # float32 or float64
-
-    def const(name, value, dtype=None):
-        return numpy_helper.from_array(np.ascontiguousarray(value, dtype), name)
-
-    inits = [const("W_xh_T", params["W_xh"].T), const("W_hh_T", params["W_hh"].T),
-             const("b_h", params["b_h"]), const("W_hy_T", params["W_hy"].T),
-             const("b_y", params["b_y"]), const("xs_shape", [-1, input_size], np.int64)]
-    nodes, states = _recurrence(helper.make_node, seq_len)
-    inputs = [helper.make_tensor_value_info("x", elem, ["batch", seq_len, input_size])]
+    cell = cell_fast(params)
+    hidden_size, input_size = params["W_hy"].shape[1], params["W_xh"].shape[1]
+    inits = [initializer("W_xh_T", params["W_xh"].T), initializer("W_hh_T", params["W_hh"].T),
+             initializer("b_h", params["b_h"]), initializer("xs_shape", [-1, input_size], np.int64)]
+    if cell == "gru":  # b_hn rides on the recurrent product: zeros for the r, z columns
+        b_hn = params["b_hn"]
+        b_rec = np.concatenate([np.zeros(2 * hidden_size, b_hn.dtype), b_hn])
+        inits += [initializer("b_hn", b_hn), initializer("b_rec", b_rec),
+                  initializer("gru_split", [2 * hidden_size, hidden_size], np.int64)]
+    nodes, states = _recurrence(helper.make_node, cell, seq_len)
     h_last = states[-1]
     if with_lengths:  # exact selection (no mask arithmetic): padding can't leak in
-        inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]))
-        inits += [const("states_shape", [0, seq_len, hidden_size], np.int64),
-                  const("one", 1, np.int64), const("axis_1", [1], np.int64)]
+        inits += [initializer("states_shape", [0, seq_len, hidden_size], np.int64),
+                  initializer("one", 1, np.int64), initializer("axis_1", [1], np.int64)]
         nodes += _select_last(helper.make_node, states)
         h_last = "h_last"
-    nodes += [helper.make_node("MatMul", [h_last, "W_hy_T"], ["hy"], name="head"),
-              helper.make_node("Add", ["hy", "b_y"], ["logits"])]
-    outputs = [helper.make_tensor_value_info("logits", elem, ["batch", params["W_hy"].shape[0]])]
+    return classifier_model(params, nodes, inits, h_last, seq_len,
+                            TensorProto.INT64 if with_lengths else None, f"unrolled {cell}")
+
+
+def classifier_model(params: dict, nodes, inits, h_last: str, seq_len, lengths_type, what: str):
+    """The model around a recurrence: inputs x (batch, seq_len, I) [and lengths (batch,)
+    of `lengths_type`], the head logits = h_last W_hy^T + b_y, checked. seq_len: an int, or
+    a name for a dynamic dimension."""
+    onnx, _ = _runtime()
+    from onnx import helper
+
+    (num_classes, hidden_size), input_size = params["W_hy"].shape, params["W_xh"].shape[1]
+    elem = helper.np_dtype_to_tensor_dtype(params["W_xh"].dtype)  # float32 or float64
+    inputs = [helper.make_tensor_value_info("x", elem, ["batch", seq_len, input_size])]
+    if lengths_type is not None:
+        inputs.append(helper.make_tensor_value_info("lengths", lengths_type, ["batch"]))
+    nodes = [*nodes, helper.make_node("MatMul", [h_last, "W_hy_T"], ["hy"], name="head"),
+             helper.make_node("Add", ["hy", "b_y"], ["logits"])]
+    inits = [*inits, initializer("W_hy_T", params["W_hy"].T), initializer("b_y", params["b_y"])]
+    outputs = [helper.make_tensor_value_info("logits", elem, ["batch", num_classes])]
     graph = helper.make_graph(nodes, "rnn_classifier", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="rnnbench", ir_version=IR_VERSION)
-    model.doc_string = (f"tanh RNN classifier: x (batch, {seq_len}, {input_size}) "
-                        + ("and lengths (batch,) int64 in [1, seq_len] " if with_lengths else "")
+    model.doc_string = (f"{what} classifier (H={hidden_size}): x (batch, {seq_len}, {input_size}) "
+                        + (f"and lengths (batch,) {helper.tensor_dtype_to_np_dtype(lengths_type)} in "
+                           "[1, seq_len] " if lengths_type is not None else "")
                         + "-> logits (batch, num_classes), in x's dtype")
     onnx.checker.check_model(model)
     return model
 
 
-def _recurrence(node, seq_len: int):
-    """-> (nodes, names of h_1..h_T). b_h rides on the recurrent product (a GEMM epilogue:
-    Gemm in float32, MatMulIntegerToFloat's bias in int8), not on the (T*B, H) projection."""
+def _recurrence(node, cell: str, seq_len: int):
+    """-> (nodes, names of h_1..h_T): one input GEMM for every step, then per step one
+    fused recurrent product of all gates (h_{t-1} W_hh^T, h_0 = 0: none at the first step)
+    and the cell's elementwise update (_STEPS). The bias rides on the recurrent product (a
+    GEMM epilogue: Gemm in float32, MatMulIntegerToFloat's bias in int8), not on the
+    (T*B, G*H) projection; gru's b_h goes on the projection, b_hn inside r * (.) needing
+    the recurrent side."""
     px = [f"px_{t}" for t in range(seq_len)]
+    projection = "px_raw" if cell == "gru" else "px"
     nodes = [node("Transpose", ["x"], ["x_tmajor"], perm=[1, 0, 2]),  # rows t*B + b
              node("Reshape", ["x_tmajor", "xs_shape"], ["xs"]),
-             node("MatMul", ["xs", "W_xh_T"], ["px"], name="input_projection"),
-             node("Split", ["px"], px, axis=0, num_outputs=seq_len)]  # (B, H) per step
+             node("MatMul", ["xs", "W_xh_T"], [projection], name="input_projection")]
+    if cell == "gru":
+        nodes.append(node("Add", ["px_raw", "b_h"], ["px"]))
+    nodes.append(node("Split", ["px"], px, axis=0, num_outputs=seq_len))  # (B, G*H) per step
+    step, bias = _STEPS[cell], "b_rec" if cell == "gru" else "b_h"
     states = []
     for t in range(seq_len):
-        if t:  # h_0 = 0: the first step has no recurrent product
+        hb = None
+        if t:
             nodes += [node("MatMul", [states[-1], "W_hh_T"], [f"hw_{t}"], name=f"recurrent_{t}"),
-                      node("Add", [f"hw_{t}", "b_h"], [f"hb_{t}"]),
-                      node("Add", [px[t], f"hb_{t}"], [f"a_{t}"])]
-        else:
-            nodes.append(node("Add", [px[t], "b_h"], [f"a_{t}"]))
+                      node("Add", [f"hw_{t}", bias], [f"hb_{t}"])]
+            hb = f"hb_{t}"
         states.append(f"h_{t + 1}")
-        nodes.append(node("Tanh", [f"a_{t}"], [states[-1]]))
+        nodes += step(node, t, px[t], hb, states)
     return nodes, states
+
+
+def _tanh_step(node, t, px, hb, states):
+    """h_t = tanh(px_t + h_{t-1} W_hh^T + b_h)."""
+    return [node("Add", [px, hb or "b_h"], [f"a_{t}"]), node("Tanh", [f"a_{t}"], [states[-1]])]
+
+
+def _lstm_step(node, t, px, hb, states):
+    """[i f g o] = px_t + h_{t-1} W_hh^T + b_h; c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)."""
+    a, i, f, g, o, c = (f"{v}_{t}" for v in "aifgoc")
+    nodes = [node("Add", [px, hb or "b_h"], [a]),
+             node("Split", [a], [f"{a}i", f"{a}f", f"{a}g", f"{a}o"], axis=1, num_outputs=4),
+             node("Sigmoid", [f"{a}i"], [i]), node("Tanh", [f"{a}g"], [g]),
+             node("Sigmoid", [f"{a}o"], [o])]
+    if t:  # c_0 = 0: the first step has no forget product
+        nodes += [node("Sigmoid", [f"{a}f"], [f]), node("Mul", [f, f"c_{t - 1}"], [f"fc_{t}"]),
+                  node("Mul", [i, g], [f"ig_{t}"]), node("Add", [f"fc_{t}", f"ig_{t}"], [c])]
+    else:
+        nodes.append(node("Mul", [i, g], [c]))
+    return nodes + [node("Tanh", [c], [f"tc_{t}"]), node("Mul", [o, f"tc_{t}"], [states[-1]])]
+
+
+def _gru_step(node, t, px, hb, states):
+    """[r z] = sigma(px_t[:2H] + hb_t[:2H]), n = tanh(px_t[2H:] + r * hb_t[2H:]) with
+    hb_t = h_{t-1} W_hh^T + [0, 0, b_hn]; h_t = n + z * (h_{t-1} - n)."""
+    rz, r, z, n = (f"{v}_{t}" for v in ("rz", "r", "z", "n"))
+    nodes = [node("Split", [px, "gru_split"], [f"pxrz_{t}", f"pxn_{t}"], axis=1)]
+    if hb:
+        nodes += [node("Split", [hb, "gru_split"], [f"hbrz_{t}", f"hbn_{t}"], axis=1),
+                  node("Add", [f"pxrz_{t}", f"hbrz_{t}"], [f"arz_{t}"]),
+                  node("Sigmoid", [f"arz_{t}"], [rz])]
+    else:  # h_0 = 0: the recurrent side is its bias alone
+        nodes.append(node("Sigmoid", [f"pxrz_{t}"], [rz]))
+    nodes += [node("Split", [rz], [r, z], axis=1, num_outputs=2),
+              node("Mul", [r, f"hbn_{t}" if hb else "b_hn"], [f"rn_{t}"]),
+              node("Add", [f"pxn_{t}", f"rn_{t}"], [f"an_{t}"]), node("Tanh", [f"an_{t}"], [n])]
+    if hb:
+        return nodes + [node("Sub", [states[-2], n], [f"d_{t}"]), node("Mul", [z, f"d_{t}"], [f"zd_{t}"]),
+                        node("Add", [n, f"zd_{t}"], [states[-1]])]
+    return nodes + [node("Mul", [z, n], [f"zn_{t}"]), node("Sub", [n, f"zn_{t}"], [states[-1]])]
+
+
+_STEPS = {"rnn_tanh": _tanh_step, "lstm": _lstm_step, "gru": _gru_step}
 
 
 def _select_last(node, states):
@@ -254,10 +349,13 @@ def _per_row(helper, a, w_q, w_scale, w_zp, out):
 
 
 def coverage(model) -> dict:
-    """How many matrix products run in integer arithmetic and how many stayed float."""
+    """How many matrix products run in integer arithmetic and how many stayed float. A
+    native recurrent operator (RNN/LSTM/GRU) counts as its two float products, x W^T and
+    the per-step h R^T (onnx_native)."""
     ops = [n.op_type for n in model.graph.node]
     return {"quant_int_matmuls": sum(op in INT_MATMULS for op in ops),
-            "quant_float_matmuls": sum(op in FLOAT_MATMULS for op in ops)}
+            "quant_float_matmuls": sum(op in FLOAT_MATMULS for op in ops)
+            + 2 * sum(op in RECURRENT_OPS for op in ops)}
 
 
 def _save(model, path: Path) -> None:
@@ -298,15 +396,22 @@ class _Entry:  # one session, the arrays it was made for, its file
 
 class OnnxBackend(HostArrayBackend):
     """Params from `from_numpy` are read-only copies, so a session is found by the identity
-    of the five arrays plus (seq_len, lengths or not, threads): O(1) per call, inside the
+    of the cell's arrays plus (seq_len, lengths or not, threads): O(1) per call, inside the
     timed region, and never stale. The first call for new arrays hashes their bytes to
     find (or write) the exported file and creates the session: the harness' compile_s.
-    Writable params (a dict not from from_numpy) are hashed on every call instead."""
+    Writable params (a dict not from from_numpy) are hashed on every call instead.
+
+    A subclass with another graph overrides `_build` (and `kind`, the file names' tag);
+    `seq_dynamic`: one file and session serve every seq_len."""
     supports_backward = False
     native_type = OnnxArray  # numpy memory under a marker type (HostArrayBackend)
-    # onnx_fp32 builds the graph in the params' dtype (ORT runs float64 MatMul/Tanh);
+    # onnx_fp32 builds the graph in the params' dtype (ORT runs float64 MatMul/Tanh/Sigmoid);
     # onnx_int8 computes int8/float32 inside and only takes and returns float64.
     dtypes = (np.dtype(np.float32), np.dtype(np.float64))
+    cells = tuple(CELLS)
+    kind = "unrolled"
+    seq_dynamic = False
+    lengths_dtype = np.int64  # what the graph's lengths input takes
 
     def __init__(self, name: str, int8: bool, per_channel: bool = True, reduce_range: bool | None = None):
         self.name, self.int8, self.per_channel = name, int8, per_channel
@@ -328,18 +433,21 @@ class OnnxBackend(HostArrayBackend):
         entry = self._entry(params, int(x.shape[1]), lengths is not None)
         feeds = {"x": np.ascontiguousarray(x).view(np.ndarray)}
         if lengths is not None:
-            feeds["lengths"] = np.asarray(lengths, dtype=np.int64)
+            feeds["lengths"] = np.asarray(lengths, dtype=self.lengths_dtype)
         return entry.session.run(None, feeds)[0].view(OnnxArray)
 
     def diagnostics(self, params: dict, x) -> dict:
         return self._entry(params, int(x.shape[1]), False).info()
 
+    def _build(self, params, seq_len: int, with_lengths: bool):
+        return build_model(params, seq_len, with_lengths)
+
     # caching
     def _entry(self, params, seq_len: int, with_lengths: bool) -> _Entry:
-        arrays = tuple(params[k] for k in PARAM_NAMES)
+        arrays = tuple(params[k] for k in param_names(cell_fast(params)))
         frozen = all(not a.flags.writeable for a in arrays)
         ident = tuple(map(id, arrays)) if frozen else params_digest(arrays)
-        key = (ident, seq_len, with_lengths, self.threads)
+        key = (ident, None if self.seq_dynamic else seq_len, with_lengths, self.threads)
         entry = self._sessions.get(key)
         if entry is not None and (not frozen or all(a is b for a, b in zip(entry.arrays, arrays))):
             self._sessions.move_to_end(key)
@@ -361,17 +469,20 @@ class OnnxBackend(HostArrayBackend):
         return folder
 
     def _export(self, params, seq_len: int, with_lengths: bool) -> Path:
-        """The model file for (params content, seq_len, lengths), written once per folder;
-        onnx_fp32 and onnx_int8 share a folder, so int8 reuses fp32's float32 export."""
+        """The model file for (kind, cell, params content, seq_len, lengths), written once
+        per folder; onnx_fp32 and onnx_int8 share a folder, so int8 reuses fp32's float32
+        export."""
         io_dtype = params["W_xh"].dtype
         if self.int8:  # int8 compute is float32 inside whatever the I/O dtype
             params = {k: np.asarray(v, np.float32) for k, v in params.items()}
-        digest = params_digest([params[k] for k in PARAM_NAMES])
-        stem = f"rnn_{digest}_T{seq_len}_{'lengths' if with_lengths else 'last'}"
+        cell = cell_fast(params)
+        digest = params_digest([params[k] for k in param_names(cell)])
+        steps = "Tany" if self.seq_dynamic else f"T{seq_len}"
+        stem = f"{cell}-{self.kind}_{digest}_{steps}_{'lengths' if with_lengths else 'last'}"
         folder = self._folder()
         source = folder / f"{stem}.{params['W_xh'].dtype}.onnx"
         if not source.exists():
-            _save(build_model(params, seq_len, with_lengths), source)
+            _save(self._build(params, seq_len, with_lengths), source)
             self.exports += 1
         if not self.int8:
             return source

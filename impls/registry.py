@@ -56,6 +56,13 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
     Entry("onnx_int8", "onnx_backend", "ONNX Runtime, dynamic int8 quantised matmuls, forward-only",
           "onnxruntime onnx", "onnx", {"float64": 5e-2, "float32": 5e-2},
           ("onnx_backend.py",), factory="create_int8"),
+    # No onnx_native_int8: ORT's DynamicQuantizeLSTM (the only recurrent operator it
+    # quantises) scales activations per tensor, so logits depend on batchmates and padding.
+    Entry("onnx_native", "onnx_native",
+          "ONNX Runtime, ONNX's own RNN/LSTM/GRU operator, one file for every seq_len, float32 only, "
+          "forward-only (no int8: ORT's DynamicQuantizeLSTM makes logits depend on batchmates)",
+          "onnxruntime onnx", "onnx", {"float32": 2e-5},
+          ("onnx_native.py", "onnx_backend.py")),
     Entry("torch_cuda", "torch_backend", "PyTorch eager on a CUDA GPU: cuDNN's RNN kernel, autograd",
           "torch", "gpu", {"float64": 1e-10, "float32": 2e-5},
           ("torch_backend.py",), factory="create_cuda"),

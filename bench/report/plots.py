@@ -22,7 +22,7 @@ from bench.report.selection import (SHORT, SIZE_DIMS, TIMING_PHASES, baseline_fo
 # Fixed palette slots: the registered and planned implementations keep their colour
 # whichever subset a run holds; any other name hashes into a second palette.
 PALETTE_ORDER = ("numpy", "torch", "numba", "torchscript", "torch_compile", "onnx_fp32",
-                 "onnx_int8", "cupy")
+                 "onnx_int8", "cupy", "onnx_native", "torch_cuda")
 PHASE_MARKERS = {"forward": "o", "backward": "s", "train_step": "^"}
 CELL_MARKERS = {"rnn_tanh": "o", "lstm": "D", "gru": "v"}
 AXIS_LABELS = {"batch_size": "batch size B (sequences)", "seq_len": "sequence length T (steps)",
