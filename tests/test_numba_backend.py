@@ -1,8 +1,9 @@
-"""The numba backend on its own: its vectorisable tanh against np.tanh over the whole
-float range, gradients by central differences (no torch needed), the loop-nest and BLAS
-paths and the GEMM blocking against numpy, the on-disk compile cache, and a clean
-Unavailable without numba. Oracle and bad-input tests are the shared ones
-(test_conformance.py, test_validation.py). Small sizes: the JIT compile dominates."""
+"""The numba backend on its own: its vectorisable tanh and sigmoid against float64 over the
+whole float range, the loop-nest and BLAS paths and the GEMM blocking against numpy for
+every cell, the on-disk compile cache, and a clean Unavailable without numba. Gradients by
+central differences (no torch needed) are test_numpy_backend.py's, for numba and numpy and
+every cell; oracle and bad-input tests are the shared ones (test_conformance.py,
+test_validation.py). Small sizes: the JIT compile dominates."""
 import os
 import re
 import subprocess
@@ -64,41 +65,82 @@ def test_tanh_error_bound_over_the_whole_range(dtype):
     np.testing.assert_array_equal(y[half:], -y[:half])
 
 
+# The bounds stated in sigmoid32/sigmoid64's docstrings (absolute: sigma is in [0, 1]).
+SIGMOID_BOUND = {np.float32: 2.6e-7, np.float64: 4e-16}
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_tanh_compiles_to_vector_code(dtype):
+def test_sigmoid_error_bound_over_the_whole_range(dtype):
+    """The gates' sigma = 0.5 tanh(x/2) + 0.5 on our tanh, against the exact logistic."""
+    pytest.importorskip("numba")
+    from impls import numba_backend as nb
+    x = _grid(dtype)
+    y = nb.sigmoid_array(x)
+    assert y.dtype == dtype
+    e = np.exp(-np.abs(x.astype(np.float64)))  # never overflows
+    exact = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    err = np.abs(y.astype(np.float64) - exact)
+    worst = x[np.argmax(err)]
+    assert err.max() <= SIGMOID_BOUND[dtype], f"abs error {err.max():.2e} at x={worst!r}"
+    assert np.all((y >= 0) & (y <= 1))  # so sigma (1 - sigma) in backward is never negative
+
+
+@pytest.mark.parametrize("kernel", ["tanh_array", "sigmoid_array"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_tanh_compiles_to_vector_code(dtype, kernel):
     """The point of writing tanh by hand: no libm call, SIMD lanes (any x86-64 has SSE2)."""
     numba = pytest.importorskip("numba")
     from impls import numba_backend as nb
     options = {k: v for k, v in nb._JIT.items() if k != "cache"}  # cached code has no IR
-    kernel = numba.njit(**options)(nb.tanh_array.py_func)
+    kernel = numba.njit(**options)(getattr(nb, kernel).py_func)
     kernel(np.ones(4, dtype))
     ir = kernel.inspect_llvm(kernel.signatures[0])
     assert not re.search(r"call [^\n]*@(tanh|tanhf|numba_tanh)\b", ir)
     assert re.search(r"<\d+ x %s>" % ("float" if dtype == np.float32 else "double"), ir)
 
 
+@pytest.mark.parametrize("cell", impls.CELLS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("block_bytes", [None, 1024], ids=["one_block", "many_blocks"])
 @pytest.mark.parametrize("batch_size", [1, 8, 12])
-def test_matmul_paths_and_blocks_agree_with_numpy(batch_size, block_bytes, dtype, monkeypatch):
-    """The recurrent matmul is BLAS at batch 1 and 12, a loop nest at 8; 1 KiB blocks cut
-    T = 50 into GEMMs of 1 to 25 steps (the last block short). All give numpy's numbers."""
+def test_matmul_paths_and_blocks_agree_with_numpy(batch_size, block_bytes, dtype, cell,
+                                                  monkeypatch):
+    """The recurrent matmuls (forward's h W_hh^T, backward's da W_hh) are BLAS at batch 1
+    and 12, a loop nest at 8; 1 KiB blocks cut T = 50 into GEMMs of 1 to 25 steps (fewer
+    for the gated cells' 4H or 3H rows; the last block short). All give numpy's numbers,
+    forward, predict and backward, for every cell."""
     backend = _backend()
     if block_bytes is not None:
         from impls import numba_backend as nb
         monkeypatch.setattr(nb, "BLOCK_BYTES", block_bytes)
-    params, x, dlogits = seeded_inputs(batch_size, 50, 3, 10, 4, seed=4, dtype=dtype)
+    params, x, dlogits = seeded_inputs(batch_size, 50, 3, 10, 4, seed=4, dtype=dtype, cell=cell)
     lengths = np.arange(batch_size) * 7 % 50 + 1
     reference = impls.get("numpy")
     ref_logits, ref_cache = reference.forward(params, x, lengths)
     ref_grads = reference.backward(params, ref_cache, dlogits)
-    native = backend.from_numpy(params)
-    logits, cache = backend.forward(native, backend.asarray(x), backend.asarray(lengths))
+    native, xn, ln = backend.from_numpy(params), backend.asarray(x), backend.asarray(lengths)
+    logits, cache = backend.forward(native, xn, ln)
     grads = backend.to_numpy(backend.backward(native, cache, backend.asarray(dlogits)))
+    assert set(grads) == set(impls.param_names(cell))
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(backend.to_numpy(logits), ref_logits, **tol)
+    same = dict(rtol=1e-6) if dtype == np.float32 else dict(rtol=1e-13)  # one loop, ring or not
+    np.testing.assert_allclose(backend.to_numpy(backend.predict(native, xn, ln)),
+                               backend.to_numpy(logits), **same)
     for key in ref_grads:
         np.testing.assert_allclose(grads[key], ref_grads[key], **tol, err_msg=key)
+
+
+def test_backward_refuses_params_of_another_forward():
+    """The kernels index by the cache's shapes unchecked: params of another cell or hidden
+    size than the forward's are refused, not read past their ends."""
+    backend = _backend()
+    params, x, dlogits = seeded_inputs(2, 3, 3, 4, 2, seed=0, cell="lstm")
+    _, cache = backend.forward(backend.from_numpy(params), backend.asarray(x))
+    for other in (seeded_inputs(2, 3, 3, 4, 2, seed=0, cell="gru")[0],
+                  seeded_inputs(2, 3, 3, 5, 2, seed=0, cell="lstm")[0]):
+        with pytest.raises(ValueError, match="not those of this cache"):
+            backend.backward(backend.from_numpy(other), cache, backend.asarray(dlogits))
 
 
 def test_native_arrays_and_device():
