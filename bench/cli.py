@@ -47,11 +47,12 @@ def cmd_list(args) -> int:
         try:
             backend = impls.get(name)  # once: building some backends has side effects
         except (impls.Unavailable, ValueError) as exc:
-            rows.append([name, "no", "-", "-", "-", f"unavailable: {exc}"])
+            rows.append([name, "no", "-", "-", "-", "-", f"unavailable: {exc}"])
             continue
         rows.append([name, "yes", backend.device, ",".join(d.name for d in backend.dtypes),
-                     "yes" if backend.supports_backward else "no", impls.entry(name).description])
-    print(format_table(["impl", "available", "device", "dtypes", "backward", "notes"], rows))
+                     ",".join(backend.cells), "yes" if backend.supports_backward else "no",
+                     impls.entry(name).description])
+    print(format_table(["impl", "available", "device", "dtypes", "cells", "backward", "notes"], rows))
     return 0
 
 

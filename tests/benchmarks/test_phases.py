@@ -1,4 +1,4 @@
-"""pytest-benchmark suites: forward and train_step per implementation x a few sizes.
+"""pytest-benchmark suites: forward and train_step per implementation x cell x a few sizes.
 
 The same rules as the harness: inputs converted once outside the timed function, a
 warm-up call (JIT, first allocations) before timing, sync() inside it, one thread.
@@ -25,15 +25,18 @@ SIZES = {"B1-T16-H64": (1, 16, 32, 64), "B32-T64-H128": (32, 64, 32, 128),
 
 @pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
 @pytest.mark.parametrize("phase", ["forward", "train_step"])
+@pytest.mark.parametrize("cell", list(impls.CELLS))
 @pytest.mark.parametrize("name", impl_params())
-def test_phase(benchmark, name, phase, size):
+def test_phase(benchmark, name, cell, phase, size):
     backend = backend_or_skip(name)
     if phase == "train_step" and not backend.supports_backward:
         pytest.skip(f"{name} is forward-only")
-    case = Case(name, phase, *size)
-    benchmark.group = f"{phase} B{size[0]} T{size[1]} I{size[2]} H{size[3]}"
-    benchmark.extra_info.update(impl=name, device=backend.device, threads=1,
-                                flops=phase_flops(phase, *size))
+    if backend.cell_reason(cell):
+        pytest.skip(backend.cell_reason(cell))
+    case = Case(name, phase, *size, cell=cell)
+    benchmark.group = f"{cell} {phase} B{size[0]} T{size[1]} I{size[2]} H{size[3]}"
+    benchmark.extra_info.update(impl=name, cell=cell, device=backend.device, threads=1,
+                                flops=phase_flops(phase, *size, cell=cell))
     with use_threads(1):
         work = make_phase(backend, case)
 
