@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import impls
-from bench.spec import DTYPES, PHASES, PRESETS
+from bench.spec import CELLS, DTYPES, PHASES, PRESETS
 
 EXIT_FAILED_CHECK = 1
 EXIT_USAGE = 2
@@ -222,8 +222,8 @@ def cmd_sweep(args) -> int:
            "hidden_size": args.hidden_size, "seq_len": args.seq_len, "input_size": args.input_size,
            "dtype": args.dtype, "threads": args.threads}
     overrides.update({k: v for k, v in cli.items() if v is not None})
-    if "cell" in overrides:  # cells asked for by name run everywhere, compiled loops too
-        overrides.setdefault("compile_heavy_cells", overrides["cell"])
+    if "cell" in overrides or "impls" in overrides:  # asked for by name: compiled loops run too
+        overrides.setdefault("compile_heavy_cells", overrides.get("cell") or list(CELLS))
     if args.no_accuracy:
         overrides["accuracy"] = False
     grid = build_grid(preset, **overrides)  # checks every key's type first

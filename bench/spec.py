@@ -60,10 +60,11 @@ class Grid:
     input_equals_hidden: bool = False
     extra: tuple[Case, ...] = field(default=())
     cartesian: bool = True  # False: only `extra` runs (DeepBench's lists are not products)
-    # The cells compile-heavy implementations (impls.Entry.compile_heavy) run; None: all.
-    # A compiled loop is a graph per (cell, seq_len, phase, batch/hidden specialisation):
-    # torch.compile's LSTM graphs took 11-93 s each here (T 16-64), more than the whole
-    # quick preset may take. Their other cells are `skipped` rows saying so.
+    # The cells compile-heavy implementations (impls.Entry.compile_heavy) run; None: all,
+    # (): none. A compiled loop is a graph per (cell, seq_len, phase, batch/hidden
+    # specialisation): torch.compile's tanh graphs took ~30 s each at T=64 here and its
+    # LSTM graphs 11-93 s (T 16-64), more than the whole quick preset may take. What is
+    # left out is a `skipped` row saying so; naming the implementation or cell runs it.
     compile_heavy_cells: tuple[str, ...] | None = None
     accuracy: bool = True  # train/evaluate each implementation on digits too
     # the timing budget of a case: samples are taken until both this much time and 7
@@ -74,8 +75,10 @@ class Grid:
         """Why a compile-heavy implementation does not run `cell` in this grid, or None."""
         if not compile_heavy or self.compile_heavy_cells is None or cell in self.compile_heavy_cells:
             return None
-        return (f"compile-heavy: this grid runs it on {', '.join(self.compile_heavy_cells) or 'no cell'} "
-                f"only (each {cell} graph compiles for tens of seconds); ask for it with --cell {cell}")
+        runs = (f"runs it on {', '.join(self.compile_heavy_cells)} only" if self.compile_heavy_cells
+                else "leaves it out")
+        return (f"compile-heavy: this grid {runs} (each graph compiles for tens of seconds); "
+                f"name it to run it: --impl IMPL or --cell {cell}")
 
     def cases(self, registered: list[str]) -> list[Case]:
         impls = self.impls or tuple(registered)
@@ -163,11 +166,13 @@ def _gpu() -> Grid:
 
 
 PRESETS: dict[str, callable] = {
-    # The main job: every available implementation, a small grid, a few minutes here.
-    # (a shorter timing budget per case keeps it within ~3 minutes with cold JIT caches)
+    # The main job: every available implementation and cell at the article's size and B=1,
+    # within 3 minutes on 2 cores with cold JIT caches (measured: 6 min with torch.compile
+    # and 4 sizes, of which its compiles took 2 min): a shorter timing budget per case, and
+    # compile-heavy implementations only when named (--impl torch_compile).
     "quick": lambda: Grid(cell=CELLS, phases=("forward", "backward", "train_step"), batch_size=(1, 32),
-                          seq_len=(64,), hidden_size=(64, 128), min_time_s=0.15,
-                          compile_heavy_cells=("rnn_tanh",)),
+                          seq_len=(64,), hidden_size=(128,), min_time_s=0.15,
+                          compile_heavy_cells=()),
     "default": lambda: Grid(cell=CELLS, phases=PHASES, batch_size=(1, 8, 32, 128), seq_len=(16, 64, 256),
                             hidden_size=(32, 64, 128, 256, 512), dtype=DTYPES,
                             threads=tuple(sorted({1, all_cores()}))),

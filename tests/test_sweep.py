@@ -286,9 +286,9 @@ def test_presets_cover_every_cell_and_deepbench_has_its_lstm_and_gru_sets():
         build_grid("quick", cell=["elman"])
 
 
-def test_quick_leaves_gated_cells_of_compile_heavy_backends_out_unless_asked(tmp_path):
-    """Their LSTM/GRU graphs compile for tens of seconds each: quick records why it skips
-    them, and naming the cells (--cell) runs them."""
+def test_quick_leaves_compile_heavy_backends_out_unless_named(tmp_path):
+    """Their graphs compile for tens of seconds each: quick records why it skips them, and
+    naming the implementation (--impl) or the cells (--cell) runs them."""
     import types
 
     from conftest import temporary_entry
@@ -303,12 +303,14 @@ def test_quick_leaves_gated_cells_of_compile_heavy_backends_out_unless_asked(tmp
         for phase in ("forward", "accuracy"):
             assert rows[("heavy", "gru", phase)]["status"] == "skipped"
             assert "compile-heavy" in rows[("heavy", "gru", phase)]["reason"]
-            assert rows[("heavy", "rnn_tanh", phase)]["status"] == "ok"
+            assert rows[("heavy", "rnn_tanh", phase)]["status"] == "skipped"
             assert rows[("numpy", "gru", phase)]["status"] == "ok"
-        args = cli_module.build_parser().parse_args(
-            ["sweep", "--impl", "heavy", "--cell", "gru", "--phase", "forward", "--batch-size", "1",
-             "--seq-len", "3", "--hidden-size", "4", "--input-size", "2", "--no-accuracy", "--quiet",
-             "--out", str(tmp_path / "asked")])
-        assert cli_module.cmd_sweep(args) == 0
-        (asked,) = read_rows(tmp_path / "asked")
-        assert (asked["cell"], asked["status"]) == ("gru", "ok")
+        for named in (["--impl", "heavy"], ["--impl", "heavy", "--cell", "gru"]):
+            out = tmp_path / f"asked{len(named)}"
+            args = cli_module.build_parser().parse_args(
+                ["sweep", *named, "--phase", "forward", "--batch-size", "1", "--seq-len", "3",
+                 "--hidden-size", "4", "--input-size", "2", "--no-accuracy", "--quiet", "--out", str(out)])
+            assert cli_module.cmd_sweep(args) == 0
+            rows = read_rows(out)
+            assert rows and all(r["status"] == "ok" for r in rows), rows
+            assert {r["cell"] for r in rows} == ({"gru"} if "--cell" in named else set(impls.CELLS))
