@@ -45,8 +45,8 @@ def cell_results(frame, rep: dict):
     for phase in TIMING_PHASES:
         for name in impl_order(frame):
             found = {c: _at(at, name, phase, c) for c in cells}
-            if all(r is None or r["status"] == "unavailable" for r in found.values()):
-                continue  # unavailable implementations are listed once, below
+            if all(r is None or r["status"] in ("unavailable", "skipped") for r in found.values()):
+                continue  # listed once, with the reason, in the section on such rows
             record = {"impl": name, "phase": phase}
             for c, r in found.items():
                 record[f"{c}: ms ± IQR (% peak)"] = (
