@@ -22,7 +22,7 @@ def run_cli(*args):
 def test_list_names_every_implementation(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^numpy\s+yes\s+cpu\s+float32,float64\s+yes", out, re.M)
+    assert re.search(r"^numpy\s+yes\s+cpu\s+float32,float64\s+rnn_tanh,lstm,gru\s+yes", out, re.M)
     assert re.search(r"^torch\s+(yes|no)", out, re.M)
 
 
