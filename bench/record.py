@@ -77,6 +77,7 @@ COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA)
 ADDED_COLUMNS: dict[str, str] = {"cell": "rnn_tanh"}  # before LSTM/GRU: the tanh cell only
 LEGACY_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ADDED_COLUMNS)
 KEY_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.key)
+LEGACY_KEY_COLUMNS: tuple[str, ...] = tuple(c for c in KEY_COLUMNS if c not in ADDED_COLUMNS)
 INT_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.integer)
 CASE_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "num_classes")  # what a Case carries
 # The keys backend.diagnostics() and backend.counters() may return.

@@ -145,11 +145,12 @@ def _upgraded(records: list[str]) -> list[str]:
 
 def _jsonl_problem(line: str, required: tuple[str, ...]) -> str | None:
     try:
-        entry = upgrade_entry(json.loads(line))
+        entry = json.loads(line)
     except ValueError as exc:
         return f"not JSON ({exc})"
     if not isinstance(entry, dict):
         return "not a JSON object"
+    entry = upgrade_entry(entry)
     missing = [k for k in required if k not in entry]
     if missing:
         return f"missing {', '.join(missing)}"
@@ -296,9 +297,15 @@ def _check_header(path: Path, text: str):
                      "writes; resume it with the version that started it, or use a new folder")
 
 
+# A skipped row whose reason starts so was left out by the grid, not by the machine: a
+# resume that names it (--impl, --cell) runs it (bench.spec.Grid.compile_skip writes it).
+RETRY_SKIPPED_PREFIX = "compile-heavy:"
+
+
 def drop_rows_to_retry(run_dir, retry=("error", "unavailable")) -> int:
     """Before a resume: remove rows whose status says they may succeed now (an error, a
-    backend installed since), so they run again instead of counting as done."""
+    backend installed since) or that the grid left out (RETRY_SKIPPED_PREFIX), so they run
+    again (or are skipped again, saying so) instead of counting as done."""
     path = Path(run_dir) / RESULTS_CSV
     records, bad = _scan_records(path)
     if bad:
@@ -306,7 +313,11 @@ def drop_rows_to_retry(run_dir, retry=("error", "unavailable")) -> int:
     if not records:
         return 0
     header, *rows = records
-    keep = [r for r in rows if next(csv.DictReader(io.StringIO(header + r)))["status"] not in retry]
+    def again(record) -> bool:
+        row = next(csv.DictReader(io.StringIO(header + record)))
+        return row["status"] in retry or (row["status"] == "skipped"
+                                          and row["reason"].startswith(RETRY_SKIPPED_PREFIX))
+    keep = [r for r in rows if not again(r)]
     if len(keep) < len(rows):
         _replace_text(path, header + "".join(keep))
     return len(rows) - len(keep)

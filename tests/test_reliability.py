@@ -130,6 +130,27 @@ def test_a_damaged_csv_line_is_named_and_resume_sets_it_aside(tmp_path, bad):
     assert len(load_run(out)) == 3
 
 
+@pytest.mark.parametrize("line", ["[1, 2]", '"text"', "5"])
+def test_a_jsonl_line_that_is_json_but_not_an_object_is_set_aside(tmp_path, line):
+    out = tmp_path / "run"
+    sweep(out)
+    _damage_line(out / "raw_times.jsonl", 1, line + "\n")
+    notes = sweep(out, resume=True)
+    assert any("raw_times.jsonl: 1 damaged line(s) (1: not a JSON object" in n for n in notes), notes
+    assert (out / "raw_times.jsonl.damaged").read_text() == line + "\n"
+
+
+def test_an_in_progress_key_from_before_the_cell_column_still_counts(tmp_path):
+    out = tmp_path / "run"
+    sweep(out, grid={"batch_size": [1]})
+    (out / "results.csv").write_text((out / "results.csv").read_text().splitlines(keepends=True)[0])
+    old_key = ["numpy", "forward", 1, 3, 2, 4, "float32", 1]  # an older version's key: no cell
+    (out / "in_progress.json").write_text(json.dumps({"key": old_key, "attempts": 2}))
+    sweep(out, resume=True, grid={"batch_size": [1]})
+    (row,) = read_rows(out)
+    assert row["status"] == "error" and "died in this case 2 times" in row["reason"]
+
+
 def test_damaged_jsonl_meta_and_in_progress_files(tmp_path):
     out = tmp_path / "run"
     sweep(out)

@@ -284,12 +284,26 @@ def test_presets_cover_every_cell_and_deepbench_has_its_lstm_and_gru_sets():
     assert {c.cell for c in gpu} == set(impls.CELLS) and {c.impl for c in gpu} == set(spec.GPU_IMPLS)
     with pytest.raises(ValueError, match="unknown cells"):
         build_grid("quick", cell=["elman"])
+    # a listed problem set runs at the dtypes and threads asked for; sizes it cannot take
+    wide = build_grid("deepbench", dtype=["float32", "float64"], threads=[1, 2]).cases(["numpy"])
+    assert {(c.dtype, c.threads) for c in wide} == {("float32", 1), ("float32", 2), ("float64", 1),
+                                                     ("float64", 2)}
+    assert len(wide) == 4 * len(deep)
+    with pytest.raises(ValueError, match="batch_size would have no effect"):
+        build_grid("deepbench", batch_size=[8])
+    # the GPU target's size is in the gpu preset; the compiled loop runs rnn_tanh there
+    assert any(c.impl == "cupy" and (c.batch_size, c.seq_len, c.hidden_size, c.cell) == (64, 50, 1760, "rnn_tanh")
+               and c.phase == "forward" for c in gpu)
+    assert build_grid("gpu").compile_skip("lstm", compile_heavy=True)
+    assert len({c for c in gpu if c.phase == "transfer"}) == len({(c.impl, c.batch_size, c.hidden_size)
+                                                                   for c in gpu if c.phase == "transfer"})
 
 
 def test_quick_leaves_compile_heavy_backends_out_unless_named(tmp_path):
     """Their graphs compile for tens of seconds each: quick records why it skips them, and
     naming the implementation (--impl) or the cells (--cell) runs them."""
     import types
+    from dataclasses import replace
 
     from conftest import temporary_entry
     from bench import cli as cli_module
@@ -314,3 +328,9 @@ def test_quick_leaves_compile_heavy_backends_out_unless_named(tmp_path):
             rows = read_rows(out)
             assert rows and all(r["status"] == "ok" for r in rows), rows
             assert {r["cell"] for r in rows} == ({"gru"} if "--cell" in named else set(impls.CELLS))
+        # a resume that names the left-out implementation runs what quick skipped
+        run_sweep(replace(grid, compile_heavy_cells=None), out_quick := tmp_path / "quick",
+                  resume=True, progress=False, timing=FAST, accuracy_epochs=1)
+        rows = {(r["impl"], r["cell"], r["phase"]): r for r in read_rows(out_quick)}
+        assert all(r["status"] == "ok" for r in rows.values()), rows
+        assert len(rows) == 8  # 2 impls x 2 cells x (forward, accuracy): each once

@@ -22,7 +22,8 @@ from bench.measure import machine
 from bench.measure import memory
 from bench.faults import crash_point
 from bench.measure.code import implementations_meta
-from bench.record import KEY_COLUMNS, TRACEBACK_FIELD, empty_row
+from bench.record import (ADDED_COLUMNS, KEY_COLUMNS, LEGACY_KEY_COLUMNS, TRACEBACK_FIELD,
+                          empty_row, row_key, upgrade_entry)
 from bench.results import (DAMAGED_SUFFIX, RESULTS_CSV, RUN_FILES, RowWriter, done_keys,
                            drop_rows_to_retry, read_meta, reconcile_raw_times,
                            set_aside_damaged, write_meta)
@@ -203,7 +204,10 @@ class _Attempts:
         if self.path.exists():
             try:
                 previous = json.loads(self.path.read_text())
-                self.previous = (tuple(previous["key"]), int(previous["attempts"]))
+                key = list(previous["key"])
+                if len(key) == len(KEY_COLUMNS) - len(ADDED_COLUMNS):  # written before the cell column
+                    key = list(row_key(upgrade_entry(dict(zip(LEGACY_KEY_COLUMNS, key)))))
+                self.previous = (tuple(key), int(previous["attempts"]))
             except (ValueError, KeyError, TypeError) as exc:  # damaged: the count is lost, not the run
                 aside = self.path.with_name(self.path.name + DAMAGED_SUFFIX)
                 os.replace(self.path, aside)
