@@ -12,6 +12,7 @@ from bench.profile import ProfileResult, profile
 # Large enough that a phase takes ~1 ms: at 0.25 ms, the few-microsecond jitter of each of
 # ten parts timed alone made their sum exceed the whole (seen once on a busy 2-core VM).
 SMALL = {"batch_size": 8, "seq_len": 16, "input_size": 8, "hidden_size": 32}
+JITTER_MS = 0.01  # per part: a few calls' worth of timer and allocator noise on a busy VM
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,9 @@ def test_numpy_breakdown_parts_add_up(numpy_result):
         assert total > 0 and all(ms >= 0 and math.isfinite(ms) for ms in measured)
         assert parts[-1][1] == "overhead"
         assert sum(ms for _, _, ms in parts) == pytest.approx(total, rel=1e-9)
-        # parts timed alone must not claim much more than the whole phase took
-        assert sum(measured) < 1.5 * total, (phase, parts, total)
+        # parts timed alone must not claim much more than the whole phase took; each part
+        # timed alone carries some microseconds of its own jitter (JITTER_MS)
+        assert sum(measured) < 1.5 * total + JITTER_MS * len(measured), (phase, parts, total)
     names = [name for name, _, _ in numpy_result.breakdown["train_step"]]
     assert any("bwd loop" in n for n in names) and any("Adam" in n for n in names)
 
