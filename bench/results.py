@@ -170,13 +170,14 @@ def scan_jsonl(path: Path) -> tuple[str, list[tuple[int, str, str]]]:
     good, bad = [], []
     for number, line in enumerate(text.splitlines(keepends=True), 1):
         problem = _jsonl_problem(line, JSONL_FIELDS[path.name])
-        if problem is None and path.name == RAW_TIMES:
-            times = json.loads(line)["times_s"]
+        entry = json.loads(line) if problem is None else None
+        if entry is not None and path.name == RAW_TIMES:
+            times = entry["times_s"]
             if not isinstance(times, list) or not all(isinstance(t, (int, float)) and not
                                                        isinstance(t, bool) for t in times):
                 problem = "times_s is not a list of numbers"
-        if problem is None and not set(ADDED_COLUMNS) <= set(json.loads(line)):  # an older run's
-            line = json.dumps(upgrade_entry(json.loads(line))) + "\n"
+        if problem is None and not set(ADDED_COLUMNS) <= set(entry):  # an older run's line
+            line = json.dumps(upgrade_entry(entry)) + "\n"
         (good.append(line) if problem is None else bad.append((number, line, problem)))
     return "".join(good), bad
 
