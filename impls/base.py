@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .params import DEFAULT_CELL, check_finite, check_params, infer_sizes
+from .dropout import mask_shapes
+from .params import DEFAULT_CELL, check_finite, check_params, infer_sizes, structure_of
 
 
 class Unavailable(RuntimeError):
@@ -29,6 +30,10 @@ class Backend:
     supports_backward: bool = True
     dtypes: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
     cells: tuple[str, ...] = (DEFAULT_CELL,)
+    # Runs models of more than one layer and/or both directions (impls.params' names).
+    structured: bool = False
+    # Takes dropout masks in forward (impls.dropout); predict never drops.
+    supports_dropout: bool = False
     # Where the computation is written, for `rnnbench profile` (declared, never guessed):
     # "reference": impls.reference on the namespace `xp` with `kernels` (its parts are
     # timed one by one); "torch": torch operators (torch.profiler sees them); "native":
@@ -57,7 +62,8 @@ class Backend:
     def _all_finite(self, arr) -> bool:
         raise NotImplementedError
 
-    def _forward(self, params, x, lengths):
+    def _forward(self, params, x, lengths, dropout=None):
+        """dropout: None, or native masks (impls.dropout) when supports_dropout."""
         raise NotImplementedError
 
     def _backward(self, params, cache, dlogits):
@@ -117,22 +123,34 @@ class Backend:
         return {}
 
     # --- the contract ---------------------------------------------------------------
-    def bind(self, params: dict, x, lengths=None) -> "Bound":
+    def as_dropout(self, masks: dict | None) -> dict | None:
+        """Host dropout masks (impls.dropout_masks) -> native arrays, once per step."""
+        return None if masks is None else {k: self.asarray(v) for k, v in masks.items()}
+
+    def bind(self, params: dict, x, lengths=None, dropout=None) -> "Bound":
         """Check (params, x, lengths) once, as forward does, and return them bound: the
         Bound's predict/forward/backward then run without checking again. That is what a
         benchmark times (validation is a finiteness scan, and a device sync on a GPU: at
         batch 1 it was 10-30 % of a call) and what a loop over the same inputs runs."""
-        self.check_input(params, x, lengths)
-        return Bound(self, params, x, lengths)
+        self.check_input(params, x, lengths, dropout)
+        return Bound(self, params, x, lengths, dropout)
 
-    def forward(self, params: dict, x, lengths=None):
+    def forward(self, params: dict, x, lengths=None, dropout=None):
         """logits (batch, num_classes) from the hidden state at each sequence's last step.
 
         `lengths` (optional, integer, shape (batch,)): sequence i is x[i, :lengths[i]];
         the classifier reads h at step lengths[i], so right-padding never changes a result.
+        `dropout` (optional): native masks (backend.as_dropout(impls.dropout_masks(...))),
+        for a training forward; backward then uses the same masks (kept in the cache).
         """
-        self.check_input(params, x, lengths)
-        return self._forward(params, x, lengths)
+        self.check_input(params, x, lengths, dropout)
+        return self._forward_with(params, x, lengths, dropout)
+
+    def _forward_with(self, params, x, lengths, dropout):
+        # a backend without dropout keeps the three-argument hook
+        if dropout is None:
+            return self._forward(params, x, lengths)
+        return self._forward(params, x, lengths, dropout)
 
     def predict(self, params: dict, x, lengths=None):
         """Inference only: logits, no cache, no graph (what a deployed model runs)."""
@@ -146,7 +164,7 @@ class Backend:
         if not self._is_native(dlogits):
             raise ValueError(f"dlogits must be a {self.name} native array (use backend.asarray), "
                              f"got {type(dlogits).__name__}")
-        expected = (cache_batch_size(cache), infer_sizes(params)[2])
+        expected = (cache_batch_size(cache), infer_sizes(params)[2])  # (B, C)
         if tuple(dlogits.shape) != expected:
             raise ValueError(f"dlogits must have shape (batch, num_classes) = {expected}, "
                              f"got {tuple(dlogits.shape)}")
@@ -162,6 +180,26 @@ class Backend:
             return None
         return f"{self.name} runs the {', '.join(self.cells)} cell(s), not {cell}"
 
+    def structure_reason(self, num_layers: int, bidirectional: bool) -> str | None:
+        """Why this backend does not run a model of this depth and direction count, or None."""
+        if self.structured or (num_layers == 1 and not bidirectional):
+            return None
+        return (f"{self.name} runs one-layer unidirectional models only, not num_layers={num_layers}"
+                f"{', bidirectional' if bidirectional else ''}")
+
+    def dropout_reason(self) -> str | None:
+        """Why this backend takes no dropout masks, or None."""
+        if self.supports_dropout:
+            return None
+        if not self.supports_backward:
+            return f"{self.name} is forward-only: dropout is a training-time operation"
+        return f"{self.name} does not implement dropout"
+
+    def _check_structure(self, params: dict) -> None:
+        reason = self.structure_reason(*structure_of(params))
+        if reason:
+            raise ValueError(f"backend {reason}; see `rnnbench list`")
+
     def _check_cell(self, cell: str) -> None:
         reason = self.cell_reason(cell)
         if reason:
@@ -172,9 +210,10 @@ class Backend:
             runs = ", ".join(str(d) for d in self.dtypes)
             raise ValueError(f"{what} have dtype {dtype}; backend {self.name!r} runs {runs}")
 
-    def check_input(self, params: dict, x, lengths=None) -> None:
+    def check_input(self, params: dict, x, lengths=None, dropout=None) -> None:
         """ValueError, saying what was expected and what came, unless x can be run as is."""
         self._check_cell(check_params(params))
+        self._check_structure(params)
         input_size = infer_sizes(params)[0]
         if not self._is_native(x):
             raise ValueError(f"x must be a {self.name} native array (convert once with "
@@ -200,6 +239,26 @@ class Backend:
             raise ValueError("x contains NaN or inf; inputs must be finite")
         if lengths is not None:
             self._check_lengths(lengths, batch_size, seq_len)
+        if dropout is not None:
+            self._check_dropout(params, dropout, batch_size, seq_len, params_dtype)
+
+    def _check_dropout(self, params, dropout, batch_size: int, seq_len: int, dtype) -> None:
+        reason = self.dropout_reason()
+        if reason:
+            raise ValueError(f"backend {reason}; pass dropout=None")
+        if not isinstance(dropout, dict):
+            raise ValueError(f"dropout must be a dict of masks (impls.dropout_masks), got {type(dropout).__name__}")
+        expected = mask_shapes(batch_size, seq_len, infer_sizes(params)[1], *structure_of(params))
+        if set(dropout) != set(expected):
+            raise ValueError(f"dropout masks must have the keys {sorted(expected)} for this model, "
+                             f"got {sorted(dropout)}")
+        for key, shape in expected.items():
+            mask = dropout[key]
+            if not self._is_native(mask):
+                raise ValueError(f"dropout mask {key} must be a {self.name} native array (backend.as_dropout)")
+            if tuple(mask.shape) != shape or self._dtype_of(mask) != dtype:
+                raise ValueError(f"dropout mask {key} must be {shape} {dtype}, got "
+                                 f"{tuple(mask.shape)} {self._dtype_of(mask)}")
 
     def _check_lengths(self, lengths, batch_size: int, seq_len: int) -> None:
         if not self._is_native(lengths):
@@ -228,6 +287,7 @@ class Bound:
     params: dict
     x: object
     lengths: object = None
+    dropout: object = None  # native masks of a training forward; predict never drops
 
     def predict(self):
         """Logits only: no cache, no graph (backend.predict without its checks)."""
@@ -235,7 +295,8 @@ class Bound:
 
     def forward(self, params: dict | None = None):
         """(logits, cache), as backend.forward without its checks."""
-        return self.backend._forward(self.params if params is None else params, self.x, self.lengths)
+        return self.backend._forward_with(self.params if params is None else params, self.x,
+                                          self.lengths, self.dropout)
 
     def backward(self, cache, dlogits, params: dict | None = None) -> dict:
         """Gradients, canonical keys, as backend.backward without its checks."""

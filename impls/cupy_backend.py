@@ -116,6 +116,8 @@ class CupyBackend(Backend):
     # every cell of impls.reference (the fused kernels are rnn_tanh's; lstm and gru run its
     # plain array-API code, which the array-api-strict test checks; not yet run on a GPU)
     cells = ("rnn_tanh", "lstm", "gru")
+    structured = True  # impls.reference's stack: layers, directions, dropout
+    supports_dropout = True
 
     def __init__(self, device_id: int):
         self.device_id = device_id
@@ -141,9 +143,10 @@ class CupyBackend(Backend):
         with self._cuda:
             return bool(cupy.isfinite(arr).all())  # reduced on the GPU; bool() syncs
 
-    def _forward(self, params, x, lengths):
+    def _forward(self, params, x, lengths, dropout=None):
         with self._cuda:
-            return reference.forward(self.xp, params, x, lengths, kernels=self.kernels)
+            return reference.forward(self.xp, params, x, lengths, kernels=self.kernels,
+                                     dropout=dropout)
 
     def _predict(self, params, x, lengths):
         with self._cuda:

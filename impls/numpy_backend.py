@@ -17,11 +17,13 @@ class NumpyBackend(HostArrayBackend):
     supports_backward = True
     math = "reference"
     cells = ("rnn_tanh", "lstm", "gru")
+    structured = True
+    supports_dropout = True
     xp = np  # the namespace reference.* runs on (rnnbench profile times its parts on it)
     kernels = reference.Kernels
 
-    def _forward(self, params, x, lengths):
-        return reference.forward(self.xp, params, x, lengths, kernels=self.kernels)
+    def _forward(self, params, x, lengths, dropout=None):
+        return reference.forward(self.xp, params, x, lengths, kernels=self.kernels, dropout=dropout)
 
     def _predict(self, params, x, lengths):
         return reference.forward(self.xp, params, x, lengths, keep_states=False,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from array_api_compat import array_namespace
 
-from impls import WEIGHT_NAMES
+from impls.params import is_weight
 
 
 def _namespace(arrays: dict):
@@ -116,8 +116,9 @@ def clip_by_global_norm(grads: dict, max_norm: float | None) -> tuple[dict, floa
 
 
 def add_weight_decay(grads: dict, params: dict, weight_decay: float,
-                     names: tuple[str, ...] = WEIGHT_NAMES) -> dict:
-    """grads + weight_decay * W for the weight matrices in `names`; biases untouched.
+                     names: tuple[str, ...] | None = None) -> dict:
+    """grads + weight_decay * W for the weight matrices (`names`, default every layer's and
+    direction's W_*: impls.params.is_weight); biases untouched.
 
     This is classic L2 regularisation (the gradient of weight_decay/2 * ||W||^2), i.e. what
     torch.optim.Adam(weight_decay=...) does, NOT AdamW's decoupled decay: under Adam the
@@ -126,7 +127,8 @@ def add_weight_decay(grads: dict, params: dict, weight_decay: float,
     """
     if weight_decay == 0:
         return grads
-    return {k: (g + weight_decay * params[k]) if k in names else g for k, g in grads.items()}
+    decayed = is_weight if names is None else names.__contains__
+    return {k: (g + weight_decay * params[k]) if decayed(k) else g for k, g in grads.items()}
 
 
 # ------------------------------------------------------------------------ schedules
