@@ -57,20 +57,25 @@ def test_gradient_flows_through_every_step():
     assert not np.allclose(backend.backward(params, cache2, dlogits)["W_xh"], base)
 
 
+@pytest.mark.parametrize("structure", [(1, False), (2, True)], ids=["plain", "2-layer-bi-dropout"])
 @pytest.mark.parametrize("cell", impls.CELLS)
 @pytest.mark.parametrize("lengths", [None, [3, 6]], ids=["full", "lengths"])
-def test_reference_runs_unchanged_under_array_api_strict(lengths, cell):
+def test_reference_runs_unchanged_under_array_api_strict(lengths, cell, structure):
     xps = pytest.importorskip("array_api_strict")
-    params, x, dlogits = seeded_inputs(2, 6, 3, 5, 4, seed=9, cell=cell)
+    params, x, dlogits = seeded_inputs(2, 6, 3, 5, 4, seed=9, cell=cell, num_layers=structure[0],
+                                       bidirectional=structure[1])
+    masks = impls.masks_for(params, x.shape, 0.3 if structure[0] > 1 else 0.0, seed=1)
     np_lengths = None if lengths is None else np.array(lengths)
-    logits, cache = reference.forward(np, params, x, np_lengths)
+    logits, cache = reference.forward(np, params, x, np_lengths, dropout=masks)
     grads = reference.backward(np, params, cache, dlogits)
     strict = {k: xps.asarray(v) for k, v in params.items()}
+    s_masks = None if masks is None else {k: xps.asarray(v) for k, v in masks.items()}
     s_lengths = None if lengths is None else xps.asarray(np_lengths)
-    s_logits, s_cache = reference.forward(xps, strict, xps.asarray(x), s_lengths)
+    s_logits, s_cache = reference.forward(xps, strict, xps.asarray(x), s_lengths, dropout=s_masks)
     s_grads = reference.backward(xps, strict, s_cache, xps.asarray(dlogits))
     np.testing.assert_allclose(np.asarray(s_logits), logits, rtol=1e-14)
     for key in grads:
         np.testing.assert_allclose(np.asarray(s_grads[key]), grads[key], rtol=1e-13, atol=1e-15)
     s_pred = reference.forward(xps, strict, xps.asarray(x), s_lengths, keep_states=False)[0]
-    np.testing.assert_allclose(np.asarray(s_pred), logits, rtol=1e-14)
+    undropped = reference.forward(np, params, x, np_lengths)[0]
+    np.testing.assert_allclose(np.asarray(s_pred), undropped, rtol=1e-14)
