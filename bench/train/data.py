@@ -228,7 +228,7 @@ def _prototypes(num_classes: int, input_size: int) -> np.ndarray:
 
 
 def make_synthetic_task(n: int, seq_len: int, *, input_size: int = 8, num_classes: int = 4,
-                        signal_steps: int = 1, noise: float = 0.5,
+                        signal_steps: int = 1, noise: float = 0.5, position: str = "start",
                         seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A learnable task whose difficulty grows with seq_len. Returns x (n, T, I) float64, y (n,).
 
@@ -240,6 +240,8 @@ def make_synthetic_task(n: int, seq_len: int, *, input_size: int = 8, num_classe
       * labels are balanced: a seeded shuffle of (0..n-1) mod num_classes;
       * the first `signal_steps` steps are x[i, t] = p_{y_i} + noise * N(0, 1);
       * every later step is pure N(0, 1) noise, independent of the label.
+      (position="end": the signal steps are the LAST ones instead, after the noise: the
+      easy case for a forward RNN, the hard one for a reverse direction alone.)
     The label is thus decided only by the start of the sequence: a nearest-
     prototype rule on x[:, 0] is almost always right (with the defaults), but
     an RNN classifying from its last state must carry that information across
@@ -248,20 +250,43 @@ def make_synthetic_task(n: int, seq_len: int, *, input_size: int = 8, num_classe
     """
     if not 1 <= signal_steps <= seq_len:
         raise ValueError(f"signal_steps must be in [1, seq_len={seq_len}], got {signal_steps}")
+    if position not in ("start", "end"):
+        raise ValueError(f"position must be 'start' or 'end', got {position!r}")
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n) % num_classes).astype(np.int64)  # (N,)
     x = rng.standard_normal((n, seq_len, input_size))  # (N, T, I) distractor noise
-    x[:, :signal_steps] *= noise
-    x[:, :signal_steps] += _prototypes(num_classes, input_size)[y][:, None, :]  # (N, 1, I)
+    signal = slice(0, signal_steps) if position == "start" else slice(seq_len - signal_steps, seq_len)
+    x[:, signal] *= noise
+    x[:, signal] += _prototypes(num_classes, input_size)[y][:, None, :]  # (N, 1, I)
     return x, y
 
 
 def load_synthetic(seq_len: int = 20, n: int = 2000, input_size: int = 8,
-                   num_classes: int = 4, seed: int = 0) -> Dataset:
+                   num_classes: int = 4, seed: int = 0, position: str = "start") -> Dataset:
     """`make_synthetic_task` split 60/20/20 and standardised; lengths None."""
     x, y = make_synthetic_task(n, seq_len, input_size=input_size,
-                               num_classes=num_classes, seed=seed)
-    return _split_dataset("synthetic", (x, y, None), num_classes, seed)
+                               num_classes=num_classes, seed=seed, position=position)
+    name = "synthetic" if position == "start" else "synthetic-end"
+    return _split_dataset(name, (x, y, None), num_classes, seed)
+
+
+def pad_with_noise(dataset: Dataset, seq_len: int, *, seed: int) -> Dataset:
+    """The same task followed by N(0, 1) distractor steps up to `seq_len` (after
+    standardisation, so the noise has the features' own scale): the label is still decided
+    by the original steps, which a classifier reading its last state must now carry across
+    seq_len - T steps. Full-length sequences only (the distractors are real steps)."""
+    if dataset.lengths_train is not None:
+        raise ValueError("pad_with_noise needs full-length sequences (lengths None)")
+    if seq_len <= dataset.seq_len:
+        return dataset
+    rng = np.random.default_rng([seed, seq_len])
+
+    def padded(x):
+        noise = rng.standard_normal((x.shape[0], seq_len - x.shape[1], x.shape[2]))  # (N, T' - T, I)
+        return np.concatenate([x, noise.astype(x.dtype)], axis=1)  # (N, T', I)
+
+    return replace(dataset, name=f"{dataset.name}+noise{seq_len}", x_train=padded(dataset.x_train),
+                   x_val=padded(dataset.x_val), x_test=padded(dataset.x_test))
 
 
 _NPZ_FORMS = {  # required keys -> optional keys

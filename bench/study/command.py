@@ -1,0 +1,55 @@
+"""`rnnbench study NAME|all [--impl numpy] [--seeds 3] [--epochs E] [--out DIR] [--resume]`."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from bench.study.studies import STUDIES
+
+DEFAULT_OUT = "runs/study"
+
+
+def add_parser(sub) -> None:
+    study = sub.add_parser(
+        "study", help="measure one of the article's pieces of advice (or all): a small resumable "
+                      "training sweep over seeds, with plots and a verdict in report.md")
+    study.add_argument("name", choices=[*STUDIES, "all"],
+                       help="; ".join(f"{s.name}: {s.title}" for s in STUDIES.values()))
+    study.add_argument("--impl", default="numpy", help="the implementation that trains (default numpy)")
+    study.add_argument("--seeds", type=int, default=3,
+                       help="seeds per setting (default 3: mean and std need several)")
+    study.add_argument("--epochs", type=int, default=None,
+                       help="epochs per setting instead of each study's default budget (fewer "
+                            "steps, never fewer settings; the report states it)")
+    study.add_argument("--out", default=DEFAULT_OUT, help=f"run folder (default {DEFAULT_OUT}); "
+                                                          "each study writes OUT/NAME/")
+    study.add_argument("--threads", type=int, default=1, help="BLAS/torch threads (default 1)")
+    study.add_argument("--resume", action="store_true",
+                       help="run only the setting x seed rows missing from an existing folder")
+    study.add_argument("--quiet", action="store_true", help="no per-row progress lines")
+
+
+def cmd_study(args) -> int:
+    from bench.study.report import write_index, write_report
+    from bench.study.run import run_study
+
+    if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
+        raise ValueError("--seeds and --epochs must be >= 1")
+    names = list(STUDIES) if args.name == "all" else [args.name]
+    start = time.perf_counter()
+
+    def progress(row, seconds):
+        if not args.quiet:
+            accuracy = row.get("test_accuracy", float("nan"))
+            print(f"{row['study']:>14}  {row['label']:<44} seed {row['seed']}  {row['status']:<8} "
+                  f"test accuracy {accuracy:.3f}  ({seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    for name in names:
+        run_study(STUDIES[name], args.out, impl=args.impl, seeds=args.seeds, epochs=args.epochs,
+                  resume=args.resume, threads=args.threads, progress=progress)
+        print(f"{name}: {write_report(Path(args.out) / name)}")
+    if args.name == "all":
+        print(f"all studies: {write_index(Path(args.out))}")
+    print(f"done in {time.perf_counter() - start:.0f} s")
+    return 0
