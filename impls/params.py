@@ -128,17 +128,26 @@ def _dims(params: dict, name: str, ndim: int) -> tuple[int, ...]:
     return shape
 
 
+def _hidden_size(params: dict) -> int:
+    """H from the head W_hy (C, D*H), D = 2 when a reverse direction's W_hh is there."""
+    width = _dims(params, "W_hy", 2)[1]
+    num_directions = 2 if "W_hh_reverse" in params else 1
+    if width % num_directions:
+        raise ValueError(f"W_hy has {width} columns: a bidirectional head reads 2H, an even number")
+    return width // num_directions
+
+
 def cell_of(params: dict) -> str:
-    """The cell a canonical dict is for: H from W_hh (G*H, H), then W_hh's rows over H (1:
+    """The cell a canonical dict is for: H from W_hy (C, D*H), then W_hh's rows over H (1:
     rnn_tanh, 4: lstm, 3: gru, which alone has b_hn). ValueError naming both cells when the
     names of one come with the shapes of another."""
     if not isinstance(params, dict):
         raise ValueError(f"params must be a dict keyed by the canonical names, got {type(params).__name__}")
-    _dims(params, "W_hy", 2)
-    rows, hidden_size = _dims(params, "W_hh", 2)
+    hidden_size = _hidden_size(params)
+    rows = _dims(params, "W_hh", 2)[0]
     by_rows = {GATES[c] * hidden_size: c for c in CELLS}
     if rows not in by_rows:
-        raise ValueError(f"W_hh has {rows} rows; with H={hidden_size} (its columns) a cell has H, "
+        raise ValueError(f"W_hh has {rows} rows; with H={hidden_size} (from W_hy) a cell has H, "
                          f"4H (lstm) or 3H (gru) rows")
     cell = by_rows[rows]
     if "b_hn" in params and cell != "gru":
@@ -184,9 +193,9 @@ def layer_params(params: dict, layer: int, reverse: bool) -> dict:
 
 def infer_sizes(params: dict) -> tuple[int, int, int]:
     """(input_size, hidden_size, num_classes) read off a canonical parameter dict; H is one
-    direction's hidden size (W_hh's columns)."""
+    direction's hidden size (W_hy's columns over the directions)."""
     num_classes = _dims(params, "W_hy", 2)[0]
-    hidden_size = _dims(params, "W_hh", 2)[1]
+    hidden_size = _hidden_size(params)
     input_size = _dims(params, "W_xh", 2)[1]
     return int(input_size), int(hidden_size), int(num_classes)
 

@@ -249,7 +249,7 @@ def test_structure_is_read_off_the_params_and_checked(structure):
     with pytest.raises(ValueError, match="missing"):
         impls.check_params(broken)
     wrong = dict(params, W_hy=np.zeros((2, 4 * len(directions(structure[1])) + 1), np.float32))
-    with pytest.raises(ValueError, match="W_hy has shape"):
+    with pytest.raises(ValueError, match="W_hy"):
         impls.check_params(wrong)
 
 

@@ -150,16 +150,26 @@ def _plot_hidden(plt, summary, study):
     return fig
 
 
+BAR_MEASURES = {"optimisation": ("epochs_to_target",), "regularisation": ("test_accuracy", "train_val_gap")}
+BAR_LABELS = {"epochs_to_target": "epochs to {target:.0%} validation accuracy",
+              "test_accuracy": "test accuracy", "train_val_gap": "train - validation accuracy"}
+
+
 def _plot_bars(plt, summary, study):
-    measure = "epochs_to_target" if study.name == "optimisation" else "test_accuracy"
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(summary) + 1.2))
+    measures = BAR_MEASURES.get(study.name, ("test_accuracy",))
+    fig, axes = plt.subplots(1, len(measures), figsize=(5 + 3 * len(measures), 0.3 * len(summary) + 1.2),
+                             sharey=True, squeeze=False)
     y = np.arange(len(summary))
-    ax.barh(y, summary[f"{measure}_mean"].fillna(0), xerr=summary[f"{measure}_std"], capsize=2)
-    ax.set_yticks(y, summary["label"], fontsize=7)
-    ax.invert_yaxis()
-    label = (f"epochs to {study.target_accuracy:.0%} validation accuracy (0: never)"
-             if measure == "epochs_to_target" else "test accuracy")
-    ax.set_xlabel(label)
+    for ax, measure in zip(axes[0], measures):
+        means = summary[f"{measure}_mean"]
+        ax.barh(y, means.fillna(0), xerr=summary[f"{measure}_std"], capsize=2)
+        for row in y[means.isna().to_numpy()]:  # a bar of 0 would read as "at once"
+            ax.annotate("not reached" if measure == "epochs_to_target" else "no finished run",
+                        (0, row), xytext=(3, 0), textcoords="offset points", va="center",
+                        fontsize=7, color="firebrick")
+        ax.set_xlabel(BAR_LABELS[measure].format(target=study.target_accuracy))
+    axes[0][0].set_yticks(y, summary["label"], fontsize=7)
+    axes[0][0].invert_yaxis()
     return fig
 
 
