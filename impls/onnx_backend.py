@@ -14,13 +14,29 @@ the batch is dynamic ("batch"; the tests run three batch sizes on one file). G g
               n = Tanh(px_n + r * hb_n), h_t = n + z * (h_{t-1} - n)
     logits = MatMul(h_L, W_hy^T) + b_y      (lengths: h_L = GatherND of the stacked h's)
 
-(h_0 = c_0 = 0: step 1 has no recurrent product.) Unrolled, not ONNX's RNN/LSTM/GRU or
-Loop/Scan: ORT never quantises RNN and GRU (and its int8 LSTM is not batch-invariant: see
-impls.onnx_native), and a Scan body is quantised only with EnableSubgraph and pays a
-subgraph call per step. The price: one file per (cell, seq_len) (cached per shape and
-content in `cache_dir`) and O(T) nodes, so export + session creation (compile_s) grow
-with T: at T=64, 20-60 ms for rnn_tanh, 60-130 ms for lstm/gru; onnx_int8 adds
-quantize_dynamic, 100-510 ms in all (onnx_native: 3-30 ms, once for every seq_len).
+(h_0 = c_0 = 0: step 1 has no recurrent product.)
+
+Stacked and bidirectional models (impls.params' structure): every layer-direction is that
+recurrence on its own time-major input rows, its weights and tensors suffixed as the
+canonical names are (W_hh_l1_reverse_T, h_l1_reverse_3; the plain model's are unchanged):
+
+    rows_0 = x rows (T*B, I);  rows_k = Concat_axis1(layer k-1's outputs, forward first) (T*B, D*H)
+    reverse direction: Rev(rows_k) in, Rev(its Concat_T(h_t)) out   Rev: each sequence reversed
+        within its length (ReverseSequence on the (T, B, F) view), a flip (Slice, step -1)
+        without lengths; it is its own inverse
+    logits = MatMul(Concat(h_L of each direction of the last layer), W_hy^T) + b_y
+
+The reverse direction's final state is selected exactly as the forward one's (step
+lengths[b] of its own frame: it has then read steps lengths[b]..1), so padding never
+reaches it.
+
+Unrolled, not ONNX's RNN/LSTM/GRU or Loop/Scan: ORT never quantises RNN and GRU (and its
+int8 LSTM is not batch-invariant: see impls.onnx_native), and a Scan body is quantised
+only with EnableSubgraph and pays a subgraph call per step. The price: one file per
+(cell, structure, seq_len) (cached per shape and content in `cache_dir`) and O(L*D*T)
+nodes, so export + session creation (compile_s) grow with T: at T=64, 20-60 ms for a plain
+rnn_tanh, 60-130 ms for lstm/gru; onnx_int8 adds quantize_dynamic, 100-510 ms in all
+(onnx_native: 3-30 ms, once for every seq_len).
 
 int8: onnxruntime.quantization.quantize_dynamic quantises every MatMul (int8 weights per
 output channel); `_batch_invariant` then replaces its activation quantiser, whose one
@@ -30,7 +46,8 @@ their padding (a padded 1e3 sets everyone's scale), breaking test_conformance's 
     convex mix of tanh and h_{t-1}): fixed scale 1/127, zero point 128 (u8 x s8, MLAS'
     fast path); a product is QuantizeLinear + one MatMulIntegerToFloat (ORT's own
     com.microsoft op, bias fused; the file loads in plain onnxruntime). The chains are
-    found by name: only hidden states (and h_last) are called h_*;
+    found by name: only hidden states and rows made of them (h_last, h_final, a stacked
+    layer's input rows h_rows_l{k}, h_out) are called h_*;
   - x (the input GEMM): a per-row dynamic scale max|row|/127, computed in the graph.
 The gates' Sigmoid/Tanh and the cell update stay float32.
 
@@ -47,6 +64,7 @@ the elementwise nodes (10-12 per lstm/gru step, ~5 us each) ~6 ms in both.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -57,7 +75,8 @@ from pathlib import Path
 import numpy as np
 
 from .base import HostArrayBackend, Unavailable, require_cpu
-from .params import CELLS, cell_fast, param_names
+from .params import (CELLS, cell_fast, directions, infer_sizes, is_plain, layer_params,
+                     param_names, structure_of, suffix)
 
 PROVIDERS = ["CPUExecutionProvider"]  # named explicitly: never a silent fallback
 OPSET = 21  # Split(num_outputs) needs 18+, QuantizeLinear per-tensor u8 any
@@ -90,39 +109,120 @@ def initializer(name, value, dtype=None):
 
 
 def build_model(params: dict, seq_len: int, with_lengths: bool):
-    """The unrolled ModelProto of the params' cell for one seq_len, in the params' dtype.
-    Tensors named h_* are hidden states (in [-1, 1] for every cell: `_batch_invariant`)."""
+    """The unrolled ModelProto of the params' cell and structure for one seq_len, in the
+    params' dtype. Tensors named h_* are hidden states, or rows of them (in [-1, 1] for
+    every cell: `_batch_invariant`)."""
     _runtime()
     from onnx import TensorProto, helper
 
-    cell = cell_fast(params)
-    hidden_size, input_size = params["W_hy"].shape[1], params["W_xh"].shape[1]
-    inits = [initializer("W_xh_T", params["W_xh"].T), initializer("W_hh_T", params["W_hh"].T),
-             initializer("b_h", params["b_h"]), initializer("xs_shape", [-1, input_size], np.int64)]
-    if cell == "gru":  # b_hn rides on the recurrent product: zeros for the r, z columns
-        b_hn = params["b_hn"]
-        b_rec = np.concatenate([np.zeros(2 * hidden_size, b_hn.dtype), b_hn])
-        inits += [initializer("b_hn", b_hn), initializer("b_rec", b_rec),
-                  initializer("gru_split", [2 * hidden_size, hidden_size], np.int64)]
-    nodes, states = _recurrence(helper.make_node, cell, seq_len)
-    h_last = states[-1]
+    cell, (num_layers, bidirectional) = cell_fast(params), structure_of(params)
+    input_size, hidden_size, _ = infer_sizes(params)
+    inits = [initializer("xs_shape", [-1, input_size], np.int64)]
+    if cell == "gru":
+        inits.append(initializer("gru_split", [2 * hidden_size, hidden_size], np.int64))
     if with_lengths:  # exact selection (no mask arithmetic): padding can't leak in
         inits += [initializer("states_shape", [0, seq_len, hidden_size], np.int64),
                   initializer("one", 1, np.int64), initializer("axis_1", [1], np.int64)]
-        nodes += _select_last(helper.make_node, states)
-        h_last = "h_last"
-    return classifier_model(params, nodes, inits, h_last, seq_len,
+    if bidirectional:  # the widths reversed: layer 0's input; below the last layer, a
+        # direction's output and the next layer's input
+        widths = {input_size} | ({hidden_size, 2 * hidden_size} if num_layers > 1 else set())
+        inits += _reversal_inits(seq_len, widths, with_lengths)
+    node = helper.make_node
+    nodes = [node("Transpose", ["x"], ["x_tmajor"], perm=[1, 0, 2]),  # (T, B, I)
+             node("Reshape", ["x_tmajor", "xs_shape"], ["xs"])]  # (T*B, I), rows t*B + b
+    rows = "xs"
+    for layer in range(num_layers):
+        last = layer == num_layers - 1
+        results = []  # per direction, forward first: final states (last layer) or outputs
+        for reverse in directions(bidirectional):
+            p, tag = layer_params(params, layer, reverse), suffix(layer, reverse)
+            inits += _layer_inits(p, tag)
+            direction_nodes, result = _direction(node, p, tag, reverse, rows, last, seq_len,
+                                                 with_lengths)
+            nodes += direction_nodes
+            results.append(result)
+        if len(results) == 1:
+            rows = results[0]
+        else:  # the next layer's input rows (T*B, D*H), or the head's input (B, D*H)
+            rows = "h_final" if last else f"h_rows_l{layer + 1}"
+            nodes.append(node("Concat", results, [rows], axis=1))
+    return classifier_model(params, nodes, inits, rows, seq_len,
                             TensorProto.INT64 if with_lengths else None, f"unrolled {cell}")
+
+
+def _layer_inits(p: dict, tag: str):
+    """One layer-direction's weights (`p`: impls.params.layer_params), names suffixed by `tag`."""
+    inits = [initializer(f"W_xh{tag}_T", p["W_xh"].T), initializer(f"W_hh{tag}_T", p["W_hh"].T),
+             initializer(f"b_h{tag}", p["b_h"])]
+    if "b_hn" in p:  # gru: b_hn rides on the recurrent product, zeros for the r, z columns
+        b_hn = p["b_hn"]
+        b_rec = np.concatenate([np.zeros(2 * b_hn.shape[0], b_hn.dtype), b_hn])
+        inits += [initializer(f"b_hn{tag}", b_hn), initializer(f"b_rec{tag}", b_rec)]
+    return inits
+
+
+def _direction(node, p: dict, tag: str, reverse: bool, rows: str, last: bool, seq_len: int,
+               with_lengths: bool):
+    """One layer-direction (`p`: its layer_params, names suffixed by `tag`) over the
+    layer's time-major input rows (T*B, In) -> (nodes, its final state (B, H) when `last`,
+    else its outputs as time-ordered rows (T*B, H)). The reverse direction runs on each
+    sequence reversed within its length and its outputs are reversed back (the reversal
+    is its own inverse); its final state has then read the whole sequence, at the same
+    step as the forward one's (lengths[b], or T)."""
+    (_, width), hidden_size = p["W_xh"].shape, p["W_hh"].shape[1]
+    nodes, source = [], rows
+    if reverse:
+        source = f"{rows}_reversed"
+        nodes += _reversed_rows(node, rows, source, width, with_lengths)
+    recurrence, states = _recurrence(node, cell_fast(p), seq_len, source, tag)
+    nodes += recurrence
+    if last:
+        if not with_lengths:
+            return nodes, states[-1]
+        return nodes + _select_last(node, states, tag), f"h_last{tag}"
+    out = f"h_out{tag}"
+    own_frame = f"{out}_reversed" if reverse else out
+    nodes.append(node("Concat", states, [own_frame], axis=0))  # (T*B, H), rows t*B + b
+    if reverse:
+        nodes += _reversed_rows(node, own_frame, out, hidden_size, with_lengths)
+    return nodes, out
+
+
+def _reversal_inits(seq_len: int, widths, with_lengths: bool):
+    """The constants of `_reversed_rows` for rows of these widths."""
+    inits = [] if with_lengths else [
+        initializer("flip_start", [-1], np.int64), initializer("flip_step", [-1], np.int64),
+        initializer("flip_end", [np.iinfo(np.int64).min], np.int64),  # to the first step
+        initializer("axis_0", [0], np.int64)]
+    for width in sorted(widths):
+        inits += [initializer(f"steps_shape_{width}", [seq_len, -1, width], np.int64),
+                  initializer(f"rows_shape_{width}", [-1, width], np.int64)]
+    return inits
+
+
+def _reversed_rows(node, rows: str, out: str, width: int, with_lengths: bool):
+    """Time-major rows (T*B, width) with each sequence reversed in time within its length
+    (ReverseSequence; steps past the length stay where they are), or flipped when every
+    sequence is T long."""
+    steps, flipped = f"{rows}_steps", f"{rows}_steps_reversed"
+    if with_lengths:
+        reversal = node("ReverseSequence", [steps, "lengths"], [flipped], batch_axis=1, time_axis=0)
+    else:
+        reversal = node("Slice", [steps, "flip_start", "flip_end", "axis_0", "flip_step"],
+                        [flipped])
+    return [node("Reshape", [rows, f"steps_shape_{width}"], [steps]),  # (T, B, width)
+            reversal, node("Reshape", [flipped, f"rows_shape_{width}"], [out])]  # (T*B, width)
 
 
 def classifier_model(params: dict, nodes, inits, h_last: str, seq_len, lengths_type, what: str):
     """The model around a recurrence: inputs x (batch, seq_len, I) [and lengths (batch,)
     of `lengths_type`], the head logits = h_last W_hy^T + b_y, checked. seq_len: an int, or
-    a name for a dynamic dimension."""
+    a name for a dynamic dimension. h_last: the head's input (batch, D*H)."""
     onnx, _ = _runtime()
     from onnx import helper
 
-    (num_classes, hidden_size), input_size = params["W_hy"].shape, params["W_xh"].shape[1]
+    input_size, hidden_size, num_classes = infer_sizes(params)
+    num_layers, bidirectional = structure_of(params)
     elem = helper.np_dtype_to_tensor_dtype(params["W_xh"].dtype)  # float32 or float64
     inputs = [helper.make_tensor_value_info("x", elem, ["batch", seq_len, input_size])]
     if lengths_type is not None:
@@ -134,7 +234,10 @@ def classifier_model(params: dict, nodes, inits, h_last: str, seq_len, lengths_t
     graph = helper.make_graph(nodes, "rnn_classifier", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="rnnbench", ir_version=IR_VERSION)
-    model.doc_string = (f"{what} classifier (H={hidden_size}): x (batch, {seq_len}, {input_size}) "
+    structure = "" if is_plain(params) else \
+        f", {num_layers} layer(s){', bidirectional' if bidirectional else ''}"
+    model.doc_string = (f"{what} classifier (H={hidden_size}{structure}): "
+                        f"x (batch, {seq_len}, {input_size}) "
                         + (f"and lengths (batch,) {helper.tensor_dtype_to_np_dtype(lengths_type)} in "
                            "[1, seq_len] " if lengths_type is not None else "")
                         + "-> logits (batch, num_classes), in x's dtype")
@@ -142,84 +245,92 @@ def classifier_model(params: dict, nodes, inits, h_last: str, seq_len, lengths_t
     return model
 
 
-def _recurrence(node, cell: str, seq_len: int):
-    """-> (nodes, names of h_1..h_T): one input GEMM for every step, then per step one
-    fused recurrent product of all gates (h_{t-1} W_hh^T, h_0 = 0: none at the first step)
-    and the cell's elementwise update (_STEPS). The bias rides on the recurrent product (a
-    GEMM epilogue: Gemm in float32, MatMulIntegerToFloat's bias in int8), not on the
-    (T*B, G*H) projection; gru's b_h goes on the projection, b_hn inside r * (.) needing
-    the recurrent side."""
-    px = [f"px_{t}" for t in range(seq_len)]
-    projection = "px_raw" if cell == "gru" else "px"
-    nodes = [node("Transpose", ["x"], ["x_tmajor"], perm=[1, 0, 2]),  # rows t*B + b
-             node("Reshape", ["x_tmajor", "xs_shape"], ["xs"]),
-             node("MatMul", ["xs", "W_xh_T"], [projection], name="input_projection")]
+def _recurrence(node, cell: str, seq_len: int, rows: str = "xs", tag: str = ""):
+    """-> (nodes, names of h_1..h_T) of one layer-direction (weights and tensor names
+    suffixed by `tag`) reading time-major `rows` (T*B, In): one input GEMM for every
+    step, then per step one fused recurrent product of all gates (h_{t-1} W_hh^T, h_0 = 0:
+    none at the first step) and the cell's elementwise update (_STEPS). The bias rides on
+    the recurrent product (a GEMM epilogue: Gemm in float32, MatMulIntegerToFloat's bias in
+    int8), not on the (T*B, G*H) projection; gru's b_h goes on the projection, b_hn inside
+    r * (.) needing the recurrent side."""
+    px = [f"px{tag}_{t}" for t in range(seq_len)]
+    projection = f"px_raw{tag}" if cell == "gru" else f"px{tag}"
+    nodes = [node("MatMul", [rows, f"W_xh{tag}_T"], [projection], name=f"input_projection{tag}")]
     if cell == "gru":
-        nodes.append(node("Add", ["px_raw", "b_h"], ["px"]))
-    nodes.append(node("Split", ["px"], px, axis=0, num_outputs=seq_len))  # (B, G*H) per step
-    step, bias = _STEPS[cell], "b_rec" if cell == "gru" else "b_h"
+        nodes.append(node("Add", [projection, f"b_h{tag}"], [f"px{tag}"]))
+    nodes.append(node("Split", [f"px{tag}"], px, axis=0, num_outputs=seq_len))  # (B, G*H) per step
+    step, bias = _STEPS[cell], f"b_rec{tag}" if cell == "gru" else f"b_h{tag}"
     states = []
     for t in range(seq_len):
         hb = None
         if t:
-            nodes += [node("MatMul", [states[-1], "W_hh_T"], [f"hw_{t}"], name=f"recurrent_{t}"),
-                      node("Add", [f"hw_{t}", bias], [f"hb_{t}"])]
-            hb = f"hb_{t}"
-        states.append(f"h_{t + 1}")
-        nodes += step(node, t, px[t], hb, states)
+            nodes += [node("MatMul", [states[-1], f"W_hh{tag}_T"], [f"hw{tag}_{t}"],
+                           name=f"recurrent{tag}_{t}"),
+                      node("Add", [f"hw{tag}_{t}", bias], [f"hb{tag}_{t}"])]
+            hb = f"hb{tag}_{t}"
+        states.append(f"h{tag}_{t + 1}")
+        nodes += step(node, t, px[t], hb, states, tag)
     return nodes, states
 
 
-def _tanh_step(node, t, px, hb, states):
+# A step's tensors are named {v}{tag}_{t}, `tag` the layer-direction's suffix ("" for the
+# plain model's one layer).
+def _tanh_step(node, t, px, hb, states, tag=""):
     """h_t = tanh(px_t + h_{t-1} W_hh^T + b_h)."""
-    return [node("Add", [px, hb or "b_h"], [f"a_{t}"]), node("Tanh", [f"a_{t}"], [states[-1]])]
+    a = f"a{tag}_{t}"
+    return [node("Add", [px, hb or f"b_h{tag}"], [a]), node("Tanh", [a], [states[-1]])]
 
 
-def _lstm_step(node, t, px, hb, states):
+def _lstm_step(node, t, px, hb, states, tag=""):
     """[i f g o] = px_t + h_{t-1} W_hh^T + b_h; c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)."""
-    a, i, f, g, o, c = (f"{v}_{t}" for v in "aifgoc")
-    nodes = [node("Add", [px, hb or "b_h"], [a]),
+    a, i, f, g, o, c, fc, ig, tc = (f"{v}{tag}_{t}"
+                                    for v in ("a", "i", "f", "g", "o", "c", "fc", "ig", "tc"))
+    nodes = [node("Add", [px, hb or f"b_h{tag}"], [a]),
              node("Split", [a], [f"{a}i", f"{a}f", f"{a}g", f"{a}o"], axis=1, num_outputs=4),
              node("Sigmoid", [f"{a}i"], [i]), node("Tanh", [f"{a}g"], [g]),
              node("Sigmoid", [f"{a}o"], [o])]
     if t:  # c_0 = 0: the first step has no forget product
-        nodes += [node("Sigmoid", [f"{a}f"], [f]), node("Mul", [f, f"c_{t - 1}"], [f"fc_{t}"]),
-                  node("Mul", [i, g], [f"ig_{t}"]), node("Add", [f"fc_{t}", f"ig_{t}"], [c])]
+        nodes += [node("Sigmoid", [f"{a}f"], [f]), node("Mul", [f, f"c{tag}_{t - 1}"], [fc]),
+                  node("Mul", [i, g], [ig]), node("Add", [fc, ig], [c])]
     else:
         nodes.append(node("Mul", [i, g], [c]))
-    return nodes + [node("Tanh", [c], [f"tc_{t}"]), node("Mul", [o, f"tc_{t}"], [states[-1]])]
+    return nodes + [node("Tanh", [c], [tc]), node("Mul", [o, tc], [states[-1]])]
 
 
-def _gru_step(node, t, px, hb, states):
+def _gru_step(node, t, px, hb, states, tag=""):
     """[r z] = sigma(px_t[:2H] + hb_t[:2H]), n = tanh(px_t[2H:] + r * hb_t[2H:]) with
     hb_t = h_{t-1} W_hh^T + [0, 0, b_hn]; h_t = n + z * (h_{t-1} - n)."""
-    rz, r, z, n = (f"{v}_{t}" for v in ("rz", "r", "z", "n"))
-    nodes = [node("Split", [px, "gru_split"], [f"pxrz_{t}", f"pxn_{t}"], axis=1)]
+    rz, r, z, n, pxrz, pxn, hbrz, hbn, arz, rn, an, d, zd, zn = (
+        f"{v}{tag}_{t}" for v in ("rz", "r", "z", "n", "pxrz", "pxn", "hbrz", "hbn", "arz", "rn",
+                                  "an", "d", "zd", "zn"))
+    nodes = [node("Split", [px, "gru_split"], [pxrz, pxn], axis=1)]
     if hb:
-        nodes += [node("Split", [hb, "gru_split"], [f"hbrz_{t}", f"hbn_{t}"], axis=1),
-                  node("Add", [f"pxrz_{t}", f"hbrz_{t}"], [f"arz_{t}"]),
-                  node("Sigmoid", [f"arz_{t}"], [rz])]
+        nodes += [node("Split", [hb, "gru_split"], [hbrz, hbn], axis=1),
+                  node("Add", [pxrz, hbrz], [arz]), node("Sigmoid", [arz], [rz])]
     else:  # h_0 = 0: the recurrent side is its bias alone
-        nodes.append(node("Sigmoid", [f"pxrz_{t}"], [rz]))
+        nodes.append(node("Sigmoid", [pxrz], [rz]))
     nodes += [node("Split", [rz], [r, z], axis=1, num_outputs=2),
-              node("Mul", [r, f"hbn_{t}" if hb else "b_hn"], [f"rn_{t}"]),
-              node("Add", [f"pxn_{t}", f"rn_{t}"], [f"an_{t}"]), node("Tanh", [f"an_{t}"], [n])]
+              node("Mul", [r, hbn if hb else f"b_hn{tag}"], [rn]),
+              node("Add", [pxn, rn], [an]), node("Tanh", [an], [n])]
     if hb:
-        return nodes + [node("Sub", [states[-2], n], [f"d_{t}"]), node("Mul", [z, f"d_{t}"], [f"zd_{t}"]),
-                        node("Add", [n, f"zd_{t}"], [states[-1]])]
-    return nodes + [node("Mul", [z, n], [f"zn_{t}"]), node("Sub", [n, f"zn_{t}"], [states[-1]])]
+        return nodes + [node("Sub", [states[-2], n], [d]), node("Mul", [z, d], [zd]),
+                        node("Add", [n, zd], [states[-1]])]
+    return nodes + [node("Mul", [z, n], [zn]), node("Sub", [n, zn], [states[-1]])]
 
 
 _STEPS = {"rnn_tanh": _tanh_step, "lstm": _lstm_step, "gru": _gru_step}
 
 
-def _select_last(node, states):
-    """h_last[b] = h_{lengths[b]}: stack the states (B, T, H), GatherND per sequence."""
-    return [node("Concat", states, ["states_flat"], axis=1),  # (B, T*H)
-            node("Reshape", ["states_flat", "states_shape"], ["states"]),
-            node("Sub", ["lengths", "one"], ["last_step"]),
-            node("Unsqueeze", ["last_step", "axis_1"], ["last_step_2d"]),
-            node("GatherND", ["states", "last_step_2d"], ["h_last"], batch_dims=1)]
+def _select_last(node, states, tag=""):
+    """h_last[b] = h_{lengths[b]}: stack the states (B, T, H), GatherND per sequence. (Each
+    direction computes its own index: two int ops on (B,), merged by ORT's CSE.)"""
+    flat, stacked, last, last_2d = (f"{v}{tag}" for v in
+                                    ("states_flat", "states", "last_step", "last_step_2d"))
+    return [node("Concat", states, [flat], axis=1),  # (B, T*H)
+            node("Reshape", [flat, "states_shape"], [stacked]),
+            node("Sub", ["lengths", "one"], [last]),
+            node("Unsqueeze", [last, "axis_1"], [last_2d]),
+            node("GatherND", [stacked, last_2d], [f"h_last{tag}"], batch_dims=1)]
 
 
 # --- int8: the tool, then batch-invariant activation quantisers ---------------------
@@ -367,6 +478,26 @@ def _save(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _arrays(params: dict) -> tuple:
+    """The params' arrays in canonical order, every layer and direction's (on every timed
+    call: the names are looked up, not rebuilt; param_names takes ~8 us)."""
+    return tuple(params[k] for k in _names(cell_fast(params), *structure_of(params)))
+
+
+@functools.lru_cache(maxsize=None)
+def _names(cell: str, num_layers: int, bidirectional: bool) -> tuple[str, ...]:
+    return param_names(cell, num_layers, bidirectional)
+
+
+def structure_tag(params: dict) -> str:
+    """The structure in a file name: "" for the plain model (its names are unchanged),
+    else e.g. "-2layers-bidirectional"."""
+    if is_plain(params):
+        return ""
+    num_layers, bidirectional = structure_of(params)
+    return f"-{num_layers}layers" + ("-bidirectional" if bidirectional else "")
+
+
 def params_digest(arrays) -> str:
     digest = hashlib.blake2b(digest_size=10)
     for arr in arrays:
@@ -409,6 +540,7 @@ class OnnxBackend(HostArrayBackend):
     # onnx_int8 computes int8/float32 inside and only takes and returns float64.
     dtypes = (np.dtype(np.float32), np.dtype(np.float64))
     cells = tuple(CELLS)
+    structured = True  # any depth and direction count (forward-only: dropout is refused)
     kind = "unrolled"
     seq_dynamic = False
     lengths_dtype = np.int64  # what the graph's lengths input takes
@@ -444,7 +576,7 @@ class OnnxBackend(HostArrayBackend):
 
     # caching
     def _entry(self, params, seq_len: int, with_lengths: bool) -> _Entry:
-        arrays = tuple(params[k] for k in param_names(cell_fast(params)))
+        arrays = _arrays(params)  # every layer and direction's: the structure is in the key
         frozen = all(not a.flags.writeable for a in arrays)
         ident = tuple(map(id, arrays)) if frozen else params_digest(arrays)
         key = (ident, None if self.seq_dynamic else seq_len, with_lengths, self.threads)
@@ -469,16 +601,16 @@ class OnnxBackend(HostArrayBackend):
         return folder
 
     def _export(self, params, seq_len: int, with_lengths: bool) -> Path:
-        """The model file for (kind, cell, params content, seq_len, lengths), written once
-        per folder; onnx_fp32 and onnx_int8 share a folder, so int8 reuses fp32's float32
-        export."""
+        """The model file for (kind, cell, structure, params content, seq_len, lengths),
+        written once per folder; onnx_fp32 and onnx_int8 share a folder, so int8 reuses
+        fp32's float32 export."""
         io_dtype = params["W_xh"].dtype
         if self.int8:  # int8 compute is float32 inside whatever the I/O dtype
             params = {k: np.asarray(v, np.float32) for k, v in params.items()}
-        cell = cell_fast(params)
-        digest = params_digest([params[k] for k in param_names(cell)])
+        digest = params_digest(_arrays(params))
         steps = "Tany" if self.seq_dynamic else f"T{seq_len}"
-        stem = f"{cell}-{self.kind}_{digest}_{steps}_{'lengths' if with_lengths else 'last'}"
+        stem = (f"{cell_fast(params)}-{self.kind}{structure_tag(params)}_{digest}_{steps}_"
+                f"{'lengths' if with_lengths else 'last'}")
         folder = self._folder()
         source = folder / f"{stem}.{params['W_xh'].dtype}.onnx"
         if not source.exists():

@@ -7,6 +7,15 @@ dynamic too. Forward-only; the caching, sessions and threads are OnnxBackend's.
     Y_h    = LSTM | GRU | RNN(x_t, W, R, B, sequence_lens=lengths)   (1, batch, H)
     logits = MatMul(Squeeze(Y_h), W_hy^T) + b_y
 
+Stacked and bidirectional (impls.params' structure): one operator per layer, with
+direction="bidirectional" for two directions (W, R, B of the directions stacked, forward
+first: (D, G*H, .)). A layer below the last returns Y (seq, D, batch, H), which Transpose
+and Reshape make (seq, batch, D*H), the next layer's input; the last returns Y_h
+(D, batch, H) -> (batch, D*H), the head's input, forward first. With sequence_lens ORT's
+reverse direction reads each sequence backwards within its own length (steps
+lengths[b]..1, PyTorch's packed-sequence semantics; the tests check it against the oracle
+with variable lengths, and padding up to +-3e38 changes nothing there either).
+
 Mapping from the canonical params (`onnx_weights`): ONNX stacks the gates as LSTM i, o, f, c
 (PyTorch i, f, g, o) and GRU z, r, h (PyTorch r, z, n); B = [Wb, Rb] holds canonical b_h in
 Wb and zeros in Rb, except GRU's Rb h-part = b_hn with linear_before_reset=1, which is
@@ -48,42 +57,51 @@ import numpy as np
 
 from .base import require_cpu
 from .onnx_backend import OnnxBackend, _runtime, classifier_model, initializer
-from .params import cell_fast
+from .params import cell_fast, directions, layer_params, structure_of
 
 OPERATORS = {"rnn_tanh": "RNN", "lstm": "LSTM", "gru": "GRU"}
 # ONNX's gate blocks, as indices of PyTorch's (canonical) blocks
 GATE_ORDER = {"rnn_tanh": (0,), "lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}
 
 
-def onnx_weights(params: dict) -> dict:
-    """Canonical params -> the recurrent operator's W (1, G*H, I), R (1, G*H, H) and
-    B (1, 2*G*H) = [Wb, Rb], in ONNX's gate order (one direction)."""
-    cell = cell_fast(params)
-    hidden_size = params["W_hy"].shape[1]
+def onnx_weights(p: dict) -> dict:
+    """One layer-direction's canonical params (impls.params.layer_params) -> the recurrent
+    operator's W (G*H, In), R (G*H, H) and B (2*G*H,) = [Wb, Rb], in ONNX's gate order."""
+    cell, hidden_size = cell_fast(p), p["W_hh"].shape[1]
 
     def gates(arr):
         return np.concatenate([arr[k * hidden_size:(k + 1) * hidden_size] for k in GATE_ORDER[cell]])
 
-    recurrent_bias = np.zeros_like(params["b_h"])
+    recurrent_bias = np.zeros_like(p["b_h"])
     if cell == "gru":  # the h block is last in both orders
-        recurrent_bias[2 * hidden_size:] = params["b_hn"]
-    return {"W": gates(params["W_xh"])[None], "R": gates(params["W_hh"])[None],
-            "B": np.concatenate([gates(params["b_h"]), recurrent_bias])[None]}
+        recurrent_bias[2 * hidden_size:] = p["b_hn"]
+    return {"W": gates(p["W_xh"]), "R": gates(p["W_hh"]),
+            "B": np.concatenate([gates(p["b_h"]), recurrent_bias])}
+
+
+def layer_weights(params: dict, layer: int) -> dict:
+    """One layer's W (D, G*H, In), R (D, G*H, H), B (D, 2*G*H): its directions stacked,
+    forward first (ONNX's order for direction="bidirectional")."""
+    per_direction = [onnx_weights(layer_params(params, layer, reverse))
+                     for reverse in directions(structure_of(params)[1])]
+    return {k: np.stack([w[k] for w in per_direction]) for k in ("W", "R", "B")}
 
 
 def build_native(params: dict, with_lengths: bool):
-    """The ModelProto: x (batch, seq_len, I) with seq_len dynamic [and lengths int32]."""
+    """The ModelProto: x (batch, seq_len, I) with seq_len dynamic [and lengths int32]; one
+    operator per layer, layer k >= 1 reading layer k-1's Y of every step."""
     _runtime()
     from onnx import TensorProto, helper
 
-    cell = cell_fast(params)
-    attributes = {"hidden_size": params["W_hy"].shape[1]}
+    cell, (num_layers, bidirectional) = cell_fast(params), structure_of(params)
+    attributes = {"hidden_size": params["W_hh"].shape[1]}
     if cell == "gru":
         attributes["linear_before_reset"] = 1  # PyTorch's GRU (ONNX's default is 0)
     elif cell == "rnn_tanh":
-        attributes["activations"] = ["Tanh"]
-    inits = [initializer(k, v) for k, v in onnx_weights(params).items()]
-    inits.append(initializer("axis_0", [0], np.int64))
+        attributes["activations"] = ["Tanh"] * (2 if bidirectional else 1)  # one per direction
+    if bidirectional:  # the reverse direction reads each sequence backwards within its length
+        attributes["direction"] = "bidirectional"
+    inits = [initializer("axis_0", [0], np.int64)]
     node = helper.make_node
     x, lengths, h_last = "x", "lengths" if with_lengths else "", "h_last"
     nodes = []
@@ -96,10 +114,26 @@ def build_native(params: dict, with_lengths: bool):
         if with_lengths:
             nodes.append(node("Pad", ["lengths", "extra_length", "one"], ["lengths_extra"]))
             lengths = "lengths_extra"
-    nodes += [node("Transpose", [x], ["x_tmajor"], perm=[1, 0, 2]),  # (seq, batch, I)
-              node(OPERATORS[cell], ["x_tmajor", "W", "R", "B", lengths], ["", "Y_h"],
-                   name="recurrence", **attributes),  # Y (every step) is not computed
-              node("Squeeze", ["Y_h", "axis_0"], [h_last])]  # (1, batch, H) -> (batch, H)
+    if num_layers > 1:
+        inits.append(initializer("merge_directions", [0, 0, -1], np.int64))
+    nodes.append(node("Transpose", [x], ["x_tmajor"], perm=[1, 0, 2]))  # (seq, batch, I)
+    seq = "x_tmajor"
+    for layer in range(num_layers):
+        tag, last = (f"_l{layer}" if layer else ""), layer == num_layers - 1  # W, W_l1, ...
+        inits += [initializer(k + tag, v) for k, v in layer_weights(params, layer).items()]
+        y = f"Y{tag}"  # the last layer's Y (every step) is not computed, only Y_h
+        nodes.append(node(OPERATORS[cell], [seq, f"W{tag}", f"R{tag}", f"B{tag}", lengths],
+                          ["", "Y_h"] if last else [y], name=f"recurrence{tag}", **attributes))
+        if not last:  # Y (seq, D, batch, H) -> the next layer's input (seq, batch, D*H)
+            nodes += [node("Transpose", [y], [f"{y}_steps"], perm=[0, 2, 1, 3]),  # (seq, B, D, H)
+                      node("Reshape", [f"{y}_steps", "merge_directions"], [f"{y}_merged"])]
+            seq = f"{y}_merged"
+    if bidirectional:  # (D, batch, H) -> (batch, D*H), forward first
+        inits.append(initializer("merge_final", [0, -1], np.int64))
+        nodes += [node("Transpose", ["Y_h"], ["Y_h_batch"], perm=[1, 0, 2]),  # (batch, D, H)
+                  node("Reshape", ["Y_h_batch", "merge_final"], [h_last])]
+    else:
+        nodes.append(node("Squeeze", ["Y_h", "axis_0"], [h_last]))  # (1, batch, H) -> (batch, H)
     if cell == "rnn_tanh":
         nodes.append(node("Slice", ["h_extra", "axis_0", "minus_one", "axis_0"], ["h_last"]))  # rows [0, -1)
     return classifier_model(params, nodes, inits, "h_last", "seq_len",
@@ -109,6 +143,7 @@ def build_native(params: dict, with_lengths: bool):
 class OnnxNativeBackend(OnnxBackend):
     """OnnxBackend with the recurrent operator's graph: one file per (params, lengths)."""
     dtypes = (np.dtype(np.float32),)  # ORT's CPU RNN/LSTM/GRU kernels run float32 only
+    structured = True  # one operator per layer, direction="bidirectional" for two
     kind = "native"
     seq_dynamic = True
     lengths_dtype = np.int32  # sequence_lens is int32 in the ONNX spec

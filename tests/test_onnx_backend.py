@@ -1,7 +1,8 @@
 """onnx_fp32 / onnx_int8 on their own, for every cell: what the exported graphs contain,
-that they load in plain onnxruntime, the per-shape export cache, and int8 accuracy
-against fp32. The shared contract (oracle, lengths, padding, validation) is tested for
-them in test_conformance and test_validation; onnx_native in test_onnx_native."""
+that they load in plain onnxruntime, the per-shape export cache, int8 accuracy against
+fp32, and stacked / bidirectional models against the float64 oracle. The shared contract
+(oracle, lengths, padding, validation) is tested for them in test_conformance and
+test_validation; onnx_native in test_onnx_native."""
 import os
 import subprocess
 import sys
@@ -12,16 +13,22 @@ import numpy as np
 import pytest
 
 import impls
+from bench.oracle import float64_logits_and_grads, rel_error, seeded_inputs
 from conftest import backend_or_skip
 
 T, I, H, C = 6, 4, 16, 3
 CELLS = list(impls.CELLS)
+PLAIN = (1, False)  # (num_layers, bidirectional)
+STRUCTURES = [(2, False), (1, True), (2, True)]
+ORACLE_NEEDS_TORCH = "the float64 oracle is PyTorch autograd and torch is not installed"
 
 
-def setup(name, tmp_path, *, seed=0, threads=1, hidden_size=H, cell="rnn_tanh"):
+def setup(name, tmp_path, *, seed=0, threads=1, hidden_size=H, cell="rnn_tanh", structure=PLAIN):
     backend = backend_or_skip(name)
     backend.cache_dir, backend.threads = str(tmp_path), threads
-    params = impls.init_params(I, hidden_size, C, seed=seed, cell=cell)
+    num_layers, bidirectional = structure
+    params = impls.init_params(I, hidden_size, C, seed=seed, cell=cell, num_layers=num_layers,
+                               bidirectional=bidirectional)
     return backend, params, backend.from_numpy(params)
 
 
@@ -35,34 +42,52 @@ def model_file(tmp_path, kind):
     return path
 
 
+def layer_directions(structure):
+    """The suffixes of a structure's layer-directions (impls.params: "", "_reverse", "_l1", ...)."""
+    num_layers, bidirectional = structure
+    return [impls.params.suffix(layer, reverse) for layer in range(num_layers)
+            for reverse in impls.params.directions(bidirectional)]
+
+
+@pytest.mark.parametrize("structure", [PLAIN, *STRUCTURES], ids=str)
 @pytest.mark.parametrize("cell", CELLS)
-def test_recurrent_product_is_quantised(cell, tmp_path):
+def test_recurrent_product_is_quantised(cell, structure, tmp_path):
     onnx = pytest.importorskip("onnx")
-    backend, _, native = setup("onnx_int8", tmp_path, hidden_size=64, cell=cell)  # weights > graph bytes
+    backend, _, native = setup("onnx_int8", tmp_path, hidden_size=64,  # weights > graph bytes
+                               cell=cell, structure=structure)
     x = backend.asarray(inputs(3))
     backend.predict(native, x)
     model = onnx.load(model_file(tmp_path, "int8"))
     ops = Counter(n.op_type for n in model.graph.node)
     assert "RNN" not in ops and not ops["MatMul"] and not ops["Gemm"]  # no float product left
     assert not ops["DynamicQuantizeLinear"]  # every per-tensor quantiser was replaced
-    recurrent = [n for n in model.graph.node if "W_hh_T_quantized" in n.input]
-    assert len(recurrent) == T - 1  # h_0 = 0: every step after the first
-    assert {n.op_type for n in recurrent} == {"MatMulIntegerToFloat"}
-    # the fixed h scale (h in [-1, 1] for every cell) and the bias fused into the product
-    assert all(n.input[2] == "q_h_scale" and len(n.input) == 7 for n in recurrent)
     weights = {i.name: i.data_type for i in model.graph.initializer}
-    assert weights["W_hh_T_quantized"] == onnx.TensorProto.INT8 and "W_hh_T" not in weights
+    for tag in layer_directions(structure):
+        recurrent = [n for n in model.graph.node if f"W_hh{tag}_T_quantized" in n.input]
+        assert len(recurrent) == T - 1  # h_0 = 0: every step after the first
+        assert {n.op_type for n in recurrent} == {"MatMulIntegerToFloat"}
+        # the fixed h scale (h in [-1, 1] for every cell) and the bias fused into the product
+        assert all(n.input[2] == "q_h_scale" and len(n.input) == 7 for n in recurrent)
+        assert weights[f"W_hh{tag}_T_quantized"] == onnx.TensorProto.INT8
+        assert f"W_hh{tag}_T" not in weights
+        (projection,) = [n for n in model.graph.node if f"W_xh{tag}_T_quantized" in n.input]
+        # x: a per-row scale (a_scale 1, rescaled after); a stacked layer's input rows
+        # are hidden states of the layer below: the fixed scale
+        assert projection.input[2] == ("q_h_scale" if tag.startswith("_l") else "q_unit")
     info = backend.diagnostics(native, x)
-    assert info["quant_int_matmuls"] == T + 1 and info["quant_float_matmuls"] == 0  # + input, head
+    products = len(layer_directions(structure)) * T + 1  # input + recurrent per direction, head
+    assert info["quant_int_matmuls"] == products and info["quant_float_matmuls"] == 0
     fp32 = model_file(tmp_path, "float32").stat().st_size
     assert info["model_bytes"] == model_file(tmp_path, "int8").stat().st_size < 0.6 * fp32
 
 
+@pytest.mark.parametrize("structure", [PLAIN, (2, True)], ids=str)
 @pytest.mark.parametrize("cell", CELLS)
-def test_fp32_diagnostics_count_float_products(cell, tmp_path):
-    backend, _, native = setup("onnx_fp32", tmp_path, cell=cell)
+def test_fp32_diagnostics_count_float_products(cell, structure, tmp_path):
+    backend, _, native = setup("onnx_fp32", tmp_path, cell=cell, structure=structure)
     info = backend.diagnostics(native, backend.asarray(inputs(2)))
-    assert info["quant_int_matmuls"] == 0 and info["quant_float_matmuls"] == T + 1
+    products = len(layer_directions(structure)) * T + 1
+    assert info["quant_int_matmuls"] == 0 and info["quant_float_matmuls"] == products
     assert info["model_bytes"] == model_file(tmp_path, "float32").stat().st_size
 
 
@@ -84,12 +109,13 @@ def test_exported_file_runs_in_plain_onnxruntime_with_any_batch(name, cell, tmp_
     np.testing.assert_array_equal(logits[33][:7], logits[7])
 
 
+@pytest.mark.parametrize("structure", [PLAIN, (2, True)], ids=str)
 @pytest.mark.parametrize("cell", CELLS)
-def test_int8_results_do_not_depend_on_ort_graph_optimisations(cell, tmp_path):
+def test_int8_results_do_not_depend_on_ort_graph_optimisations(cell, structure, tmp_path):
     """ORT's MatMulIntegerToFloat fusion ignores the shape of a_scale; a per-row scale
     fed to it is silently mis-applied. The graph avoids that pattern: check it stays so."""
     ort = pytest.importorskip("onnxruntime")
-    backend, _, native = setup("onnx_int8", tmp_path, cell=cell)
+    backend, _, native = setup("onnx_int8", tmp_path, cell=cell, structure=structure)
     expected = backend.to_numpy(backend.predict(native, backend.asarray(inputs(9))))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -129,6 +155,37 @@ def test_export_is_cached_per_shape_and_content(name, cell, tmp_path):
     backend.predict(native, backend.asarray(inputs(4, seq_len=T + 1)))  # a new shape
     assert backend.exports > written
     assert all(p.name.startswith(f"{cell}-unrolled_") for p in tmp_path.glob("*.onnx"))  # cell in the name
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("name", ["onnx_fp32", "onnx_int8", "onnx_native"])
+def test_structure_is_in_the_cache_key_and_file_name(name, cell, tmp_path):
+    """A 2-layer model, the 1-layer model made of its layer 0 and head (the same values,
+    W_hy of the same shape) and a 2-layer model differing in layer 1 only never share a
+    session or a file."""
+    backend, stacked, native = setup(name, tmp_path, cell=cell, structure=(2, False))
+    plain = {k: stacked[k] for k in impls.param_names(cell)}  # layer 0 and the head
+    other = {**stacked, "W_hh_l1": -stacked["W_hh_l1"]}
+    numpy, x = impls.get("numpy"), inputs(3)
+    other_native = backend.from_numpy(other)
+    runs = {"stacked": (stacked, native), "plain": (plain, backend.from_numpy(plain)),
+            "other layer 1": (other, other_native),
+            # sessions are keyed by the identity of every array, not layer 0's and the head's
+            "layer 1 swapped in": (other, {**native, "W_hh_l1": other_native["W_hh_l1"]}),
+            # a writable dict is keyed by content (params_digest) instead of identity
+            "stacked, writable": (stacked, {k: backend.asarray(v) for k, v in stacked.items()})}
+    logits = {}
+    for label, (params, native_params) in runs.items():
+        logits[label] = backend.to_numpy(backend.predict(native_params, backend.asarray(x)))
+        error = rel_error(logits[label], numpy.predict(params, x))
+        assert error <= impls.tolerance(name, np.float32), (label, error)
+    assert not np.allclose(logits["stacked"], logits["plain"])
+    assert not np.allclose(logits["stacked"], logits["other layer 1"])
+    np.testing.assert_array_equal(logits["stacked, writable"], logits["stacked"])
+    files = list(tmp_path.glob("*.float32.onnx"))
+    assert len(files) == 3  # the writable dict found its content's file
+    tags = {p.name.removeprefix(cell).split("_")[0] for p in files}
+    assert tags == {f"-{backend.kind}", f"-{backend.kind}-2layers"}  # the structure in the name
 
 
 def test_new_values_never_hit_a_stale_session(tmp_path):
@@ -207,3 +264,74 @@ def test_unavailable_without_onnxruntime():
                           cwd=root, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("pip install onnxruntime") == 3, done.stdout
+
+
+# --- stacked and bidirectional models (inference only) ---------------------------------
+LENGTHS = {"full": None, "variable": np.array([6, 2, 1, 5])}  # for a batch of 4 at T=6
+
+
+def check_structured_oracle(name, cell, structure, lengths, dtype, tmp_path):
+    """predict's and forward's logits of a stacked and/or bidirectional model (seeded, a
+    batch of 4 at T=6) against the float64 oracle, within the registry's tolerance.
+    (onnx_int8 on these random-init weights: 0.5-2e-2 of the logits' scale, measured over
+    seeds 0-7; seed 0's worst case is 1.6e-2, against the 5e-2 allowed.)"""
+    pytest.importorskip("torch", reason=ORACLE_NEEDS_TORCH)
+    backend = backend_or_skip(name)
+    backend.cache_dir, backend.threads = str(tmp_path), 1
+    num_layers, bidirectional = structure
+    params, x, _ = seeded_inputs(4, T, 3, 8, C, seed=0, dtype=dtype, cell=cell,
+                                 num_layers=num_layers, bidirectional=bidirectional)
+    expected, _ = float64_logits_and_grads(params, x, lengths=lengths)
+    native, x_native = backend.from_numpy(params), backend.asarray(x)
+    lengths_native = None if lengths is None else backend.asarray(lengths)
+    bound = impls.tolerance(name, dtype)
+    for how, logits in (("predict", backend.predict(native, x_native, lengths_native)),
+                        ("forward", backend.forward(native, x_native, lengths_native)[0])):
+        error = rel_error(backend.to_numpy(logits), expected)
+        assert error <= bound, f"{name} {cell} {structure} {how}: off by {error:.2e} > {bound:.0e}"
+
+
+@pytest.mark.parametrize("lengths", LENGTHS)
+@pytest.mark.parametrize("structure", STRUCTURES, ids=str)
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("name, dtype", [("onnx_fp32", np.float64), ("onnx_fp32", np.float32),
+                                         ("onnx_int8", np.float32)],
+                         ids=["onnx_fp32-float64", "onnx_fp32-float32", "onnx_int8-float32"])
+def test_structured_matches_float64_oracle(name, dtype, cell, structure, lengths, tmp_path):
+    check_structured_oracle(name, cell, structure, LENGTHS[lengths], dtype, tmp_path)
+
+
+def check_padding_never_changes_a_result(name, cell, dtype, tmp_path):
+    """A 2-layer bidirectional model: each sequence's logits in a right-padded batch (loud
+    padding, up to float32's range) are those of the sequence alone, to the bit."""
+    backend = backend_or_skip(name)
+    backend.cache_dir, backend.threads = str(tmp_path), 1
+    params, x, _ = seeded_inputs(4, 8, 3, 8, C, seed=3, dtype=dtype, cell=cell, num_layers=2,
+                                 bidirectional=True)
+    native, lengths = backend.from_numpy(params), np.array([8, 3, 6, 1])
+    alone = [backend.predict(native, backend.asarray(x[i:i + 1, :n])) for i, n in enumerate(lengths)]
+    alone = np.concatenate(backend.to_numpy(alone))  # (B, C), each run at its own seq_len
+    for fill in (1e3, 3e38, -3e38):
+        padded = x.copy()
+        for i, n in enumerate(lengths):
+            padded[i, n:] = fill
+        batched = backend.predict(native, backend.asarray(padded), backend.asarray(lengths))
+        np.testing.assert_array_equal(backend.to_numpy(batched), alone)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("name, dtype", [("onnx_fp32", np.float64), ("onnx_int8", np.float32)],
+                         ids=["onnx_fp32-float64", "onnx_int8-float32"])
+def test_bidirectional_padding_never_changes_a_result(name, dtype, cell, tmp_path):
+    check_padding_never_changes_a_result(name, cell, dtype, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["onnx_fp32", "onnx_int8", "onnx_native"])
+def test_structured_but_dropout_is_refused_with_the_reason(name, tmp_path):
+    backend, params, native = setup(name, tmp_path, structure=(2, True))
+    assert backend.structured and backend.structure_reason(3, True) is None
+    assert backend.dropout_reason() == f"{name} is forward-only: dropout is a training-time operation"
+    x = inputs(2)
+    masks = backend.as_dropout(impls.masks_for(params, x.shape, 0.5, seed=0))
+    with pytest.raises(ValueError, match="forward-only: dropout"):
+        backend.forward(native, backend.asarray(x), dropout=masks)
