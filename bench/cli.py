@@ -7,7 +7,9 @@ an OSError about a file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import itertools
 import json
 import os
 import sys
@@ -39,20 +41,45 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a rate in [0, 1), got {text}")
+    return value
+
+
 def cmd_list(args) -> int:
     from bench.report.tables import format_table
 
+    yes_no = lambda flag: "yes" if flag else "no"  # noqa: E731
     rows = []
     for name in impls.names():
         try:
             backend = impls.get(name)  # once: building some backends has side effects
         except (impls.Unavailable, ValueError) as exc:
-            rows.append([name, "no", "-", "-", "-", "-", f"unavailable: {exc}"])
+            rows.append([name, "no", "-", "-", "-", "-", "-", "-", f"unavailable: {exc}"])
             continue
         rows.append([name, "yes", backend.device, ",".join(d.name for d in backend.dtypes),
-                     ",".join(backend.cells), "yes" if backend.supports_backward else "no",
+                     ",".join(backend.cells), yes_no(backend.supports_backward),
+                     yes_no(backend.structured), yes_no(backend.supports_dropout),
                      impls.entry(name).description])
-    print(format_table(["impl", "available", "device", "dtypes", "cells", "backward", "notes"], rows))
+    # structures: runs stacked (--num-layers > 1) and bidirectional models
+    print(format_table(["impl", "available", "device", "dtypes", "cells", "backward", "structures",
+                        "dropout", "notes"], rows))
     return 0
 
 
@@ -63,6 +90,7 @@ def cmd_check(args) -> int:
         import torch  # noqa: F401  (the oracle is PyTorch autograd in float64)
     except ImportError as exc:
         raise impls.Unavailable("the float64 oracle needs torch: pip install 'rnnbench[cpu]'") from exc
+    from bench.report.selection import structure_label
     from bench.report.tables import format_table
 
     names = args.impl.split(",") if args.impl else impls.names()
@@ -70,25 +98,30 @@ def cmd_check(args) -> int:
     unknown = set(cells) - set(impls.CELLS)
     if unknown:
         raise ValueError(f"unknown cells {sorted(unknown)}; cells: {', '.join(impls.CELLS)}")
+    structures = list(itertools.product(args.num_layers or [1], args.bidirectional or [False]))
     rows, failed = [], 0
     for name in names:
         try:
             backend = impls.get(name)
         except impls.Unavailable as exc:
-            rows.append([name, "-", "-", "-", "-", "-", f"skipped: unavailable: {exc}"])
+            rows.append([name, "-", "-", "-", "-", "-", "-", f"skipped: unavailable: {exc}"])
             continue
-        for cell in cells:
-            if cell not in backend.cells:
-                rows.append([name, cell, "-", "-", "-", "-", f"skipped: runs {', '.join(backend.cells)} only"])
+        for cell, (layers, bidirectional) in itertools.product(cells, structures):
+            model = [name, cell, structure_label(layers, bidirectional)]
+            reason = backend.cell_reason(cell) or backend.structure_reason(layers, bidirectional)
+            if reason:
+                rows.append([*model, "-", "-", "-", "-", f"skipped: {reason}"])
                 continue
             for dtype in backend.dtypes:
                 bound = impls.tolerance(name, dtype)
-                worst = max(max(compare(backend, *seeded_inputs(*shape, seed=0, dtype=dtype, cell=cell)).values())
-                            for shape in CHECK_SHAPES)
+                worst = max(max(compare(backend, *seeded_inputs(
+                    *shape, seed=0, dtype=dtype, cell=cell, num_layers=layers,
+                    bidirectional=bidirectional)).values()) for shape in CHECK_SHAPES)
                 failed += not worst <= bound
-                rows.append([name, cell, dtype.name, "logits+grads" if backend.supports_backward else "logits",
+                rows.append([*model, dtype.name, "logits+grads" if backend.supports_backward else "logits",
                              f"{worst:.2e}", f"{bound:.0e}", "ok" if worst <= bound else "FAILED"])
-    print(format_table(["impl", "cell", "dtype", "compared", "max rel error", "tolerance", "result"], rows))
+    print(format_table(["impl", "cell", "structure", "dtype", "compared", "max rel error", "tolerance",
+                        "result"], rows))
     print(f"shapes (batch, seq_len, input, hidden, classes): {CHECK_SHAPES}; oracle: torch autograd, float64")
     print("all checks passed" if not failed else f"{failed} check(s) FAILED")
     return EXIT_FAILED_CHECK if failed else 0
@@ -110,11 +143,12 @@ def cmd_train(args) -> int:
     if not backend.supports_backward:
         raise ValueError(f"{args.impl} is forward-only and cannot train; train with another "
                          f"backend, then: rnnbench evaluate --impl {args.impl} --params P.npz")
+    # a flag not given leaves TrainConfig's default
+    config = TrainConfig(**{k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
+    reason = backend.structure_reason(config.num_layers, config.bidirectional)
+    if reason:
+        raise ValueError(f"{reason}; `rnnbench list` shows which implementations run structured models")
     dataset = _load_data(args)
-    overrides = {k: getattr(args, k) for k in ("cell", "hidden_size", "epochs", "lr", "optimizer",
-                                                 "batch_size", "seed", "dtype")
-                 if getattr(args, k) is not None}
-    config = TrainConfig(**overrides)
     print(f"training {args.impl} on {dataset.name}: {len(dataset.y_train)} train / "
           f"{len(dataset.y_val)} val / {len(dataset.y_test)} test, seq_len {dataset.seq_len}, "
           f"input_size {dataset.input_size}, {dataset.num_classes} classes, {config}")
@@ -133,7 +167,8 @@ def cmd_train(args) -> int:
         np.savez(args.save, **result.params)
         # beside the weights, what `evaluate` needs to score on the same test split
         sidecar = {"dataset": args.dataset, "seed": args.seed, "impl": args.impl,
-                   "dtype": args.dtype, "test_accuracy": result.test_accuracy}
+                   "dtype": args.dtype, "test_accuracy": result.test_accuracy,
+                   "config": dataclasses.asdict(config)}
         _sidecar(args.save).write_text(json.dumps(sidecar, indent=2) + "\n")
         print(f"saved canonical parameters to {args.save} (and how they were trained to {_sidecar(args.save)})")
     print(f"test accuracy {result.test_accuracy:.4f}")
@@ -173,6 +208,7 @@ def load_params(path: str) -> dict:
 
 
 def cmd_evaluate(args) -> int:
+    from bench.report.selection import structure_label
     from bench.train.loop import evaluate
 
     backend = impls.get(args.impl)
@@ -187,9 +223,14 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"{args.params} was trained for input_size {input_size} and {num_classes} "
                          f"classes; {dataset.name} has input_size {dataset.input_size} and "
                          f"{dataset.num_classes} classes")
+    structure = impls.structure_of(params)  # read off the names: W_hh_l1, W_hh_reverse
+    reason = backend.structure_reason(*structure)
+    if reason:
+        raise ValueError(f"{args.params} holds a {structure_label(*structure)} model: {reason}")
     params = {k: v.astype(args.dtype) for k, v in params.items()}
     loss, accuracy = evaluate(backend, params, dataset.x_test, dataset.y_test, dataset.lengths_test)
-    print(f"{args.impl} ({cell}) on {dataset.name} test set ({len(dataset.y_test)} sequences): loss {loss:.4f}")
+    model = cell if impls.is_plain(params) else f"{cell}, {structure_label(*structure)}"
+    print(f"{args.impl} ({model}) on {dataset.name} test set ({len(dataset.y_test)} sequences): loss {loss:.4f}")
     print(f"test accuracy {accuracy:.4f}")
     return 0
 
@@ -202,6 +243,13 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def _bool_list(text: str) -> list[bool]:
+    values = [v.strip().lower() for v in text.split(",") if v.strip()]
+    if not values or not set(values) <= set(BOOL_TEXT):
+        raise argparse.ArgumentTypeError(f"expected comma-separated false/true, got {text!r}")
+    return [BOOL_TEXT[v] for v in values]
 
 
 def _str_list(text: str) -> list[str]:
@@ -220,7 +268,8 @@ def cmd_sweep(args) -> int:
     overrides = {k: v for k, v in config.items() if k != "preset"}
     cli = {"impls": args.impl, "cell": args.cell, "phases": args.phase, "batch_size": args.batch_size,
            "hidden_size": args.hidden_size, "seq_len": args.seq_len, "input_size": args.input_size,
-           "dtype": args.dtype, "threads": args.threads}
+           "dtype": args.dtype, "threads": args.threads, "num_layers": args.num_layers,
+           "bidirectional": args.bidirectional}
     overrides.update({k: v for k, v in cli.items() if v is not None})
     if "cell" in overrides or "impls" in overrides:  # asked for by name: compiled loops run too
         overrides.setdefault("compile_heavy_cells", overrides.get("cell") or list(CELLS))
@@ -256,18 +305,67 @@ def cmd_profile(args) -> int:
     result = profile(args.impl, batch_size=args.batch_size, seq_len=args.seq_len,
                      input_size=args.input_size, hidden_size=args.hidden_size, dtype=args.dtype,
                      threads=args.threads, out_dir=args.out, cell=args.cell,
+                     num_layers=args.num_layers, bidirectional=args.bidirectional,
                      allow_oversubscribe=args.allow_oversubscribe)
     print(result.summary)
     return 0
 
 
+BOOL_TEXT = {"false": False, "true": True}
+# `train` flags -> the TrainConfig field of the same name; a flag not given keeps its default
+TRAIN_FLAGS = ("cell", "hidden_size", "num_layers", "bidirectional", "dropout", "epochs", "lr",
+               "optimizer", "batch_size", "weight_decay", "clip_norm", "patience", "schedule",
+               "warmup", "seed", "dtype")
+
+
+def structure_args(parser, what: str) -> None:
+    """--num-layers and --bidirectional as dimensions (sweep, check): lists like the others;
+    a bare --bidirectional is `true`."""
+    parser.add_argument("--num-layers", type=_int_list, help=f"comma-separated integers: stacked "
+                                                             f"layers; {what}")
+    parser.add_argument("--bidirectional", type=_bool_list, nargs="?", const=[True], metavar="false,true",
+                        help="comma-separated false/true: one or both directions (bare: true)")
+
+
+def train_args(parser) -> None:
+    """The model and training flags of `train`, each a TrainConfig field: defaults are
+    TrainConfig's, quoted in the help, never restated here."""
+    from bench.train.loop import TrainConfig
+    from bench.train.optim import SCHEDULES
+
+    default = lambda name: f"(default {getattr(TrainConfig, name)})"  # noqa: E731
+    parser.add_argument("--cell", choices=list(impls.CELLS),
+                        help=f"rnn_tanh (the article's), lstm or gru {default('cell')}")
+    parser.add_argument("--hidden-size", type=_positive_int, help=default("hidden_size"))
+    parser.add_argument("--num-layers", type=_positive_int, help=f"stacked layers {default('num_layers')}")
+    parser.add_argument("--bidirectional", action="store_true", default=None,
+                        help="a second direction reading each sequence backwards (default: one direction)")
+    parser.add_argument("--dropout", type=_rate, help=f"rate on each stacked layer's output and the "
+                                                      f"head's input, in training {default('dropout')}")
+    parser.add_argument("--epochs", type=_positive_int, help=f"an upper bound: early stopping may end sooner {default('epochs')}")
+    parser.add_argument("--lr", type=_positive_float, help=default("lr"))
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], help=default("optimizer"))
+    parser.add_argument("--batch-size", type=_positive_int, help=default("batch_size"))
+    parser.add_argument("--weight-decay", type=_non_negative_float,
+                        help=f"L2 on the weight matrices {default('weight_decay')}")
+    parser.add_argument("--clip-norm", type=_non_negative_float,
+                        help=f"global gradient-norm bound, 0: none {default('clip_norm')}")
+    parser.add_argument("--patience", type=_positive_int,
+                        help=f"early stop after this many epochs without a better val loss {default('patience')}")
+    parser.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule {default('schedule')}")
+    parser.add_argument("--warmup", type=_non_negative_int, help=f"linear warm-up epochs {default('warmup')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="implementations: available or why not, device, dtypes, backward")
+    sub.add_parser("list", help="implementations: available or why not, device, dtypes, backward, "
+                                "structures (stacked/bidirectional), dropout")
     check = sub.add_parser("check", help="every available backend against the float64 oracle")
     check.add_argument("--impl", help="comma-separated names (default: all)")
     check.add_argument("--cell", help="comma-separated cells (default: rnn_tanh,lstm,gru)")
+    structure_args(check, "checks each combination with --bidirectional (default: 1 and false, "
+                          "the plain model)")
 
     def data_args(p):
         p.add_argument("--impl", required=True, choices=impls.names())
@@ -278,13 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one implementation, print test accuracy")
     data_args(train)
-    train.add_argument("--cell", choices=list(impls.CELLS), default="rnn_tanh",
-                       help="rnn_tanh (the article's), lstm or gru")
-    train.add_argument("--hidden-size", type=_positive_int)
-    train.add_argument("--epochs", type=_positive_int)
-    train.add_argument("--lr", type=_positive_float)
-    train.add_argument("--optimizer", choices=["adam", "sgd"])
-    train.add_argument("--batch-size", type=_positive_int)
+    train_args(train)
     train.add_argument("--save", metavar="PARAMS.npz", help="write the canonical parameters")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate = sub.add_parser("evaluate", help="test accuracy of saved weights")
@@ -304,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("batch-size", "hidden-size", "seq-len", "input-size", "threads"):
         sweep.add_argument(f"--{name}", type=_int_list, help="comma-separated integers")
     sweep.add_argument("--dtype", type=_str_list, help=",".join(DTYPES))
+    structure_args(sweep, "runs each combination with --bidirectional (default: the preset's, "
+                          "1 and false, the plain model)")
     sweep.add_argument("--out", metavar="DIR",
                        help="run folder (default runs/<preset>-<UTC time>: never an existing one)")
     sweep.add_argument("--resume", action="store_true", help="run only what DIR is missing")
@@ -322,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profile", help="where the time of one forward and one train step goes")
     prof.add_argument("--impl", required=True, choices=impls.names())
     prof.add_argument("--cell", choices=list(impls.CELLS), default="rnn_tanh")
+    prof.add_argument("--num-layers", type=_positive_int, default=1, help="stacked layers (default 1)")
+    prof.add_argument("--bidirectional", action="store_true",
+                      help="a second direction (the per-part breakdown is the plain model's only)")
     prof.add_argument("--batch-size", type=_positive_int, default=32)
     prof.add_argument("--seq-len", type=_positive_int, default=64)
     prof.add_argument("--input-size", type=_positive_int, default=32)

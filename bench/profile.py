@@ -14,6 +14,11 @@ Three paths, chosen from what the backend declares (`Backend.math`), never from 
 - "torch": torch.profiler operator table and a Chrome trace.
 - "native" (anything else): cProfile only, so future backends are profiled unchanged.
 
+A stacked or bidirectional model (num_layers > 1, bidirectional) is profiled whole on every
+path, but the reference path's per-part breakdown re-runs the plain model's functions
+(impls.reference.forward's one layer): for such a model it falls back to cProfile, and
+says so.
+
     result = profile("numpy", batch_size=32, seq_len=64, input_size=32, hidden_size=128,
                      out_dir="profiles")
     print(result.summary)
@@ -30,6 +35,7 @@ import numpy as np
 import impls
 from bench.measure.machine import oversubscribed, use_threads
 from bench.measure.timing import measure
+from bench.report.selection import structure_label
 from bench.report.tables import format_table
 from bench.run.bind import TRAIN_LR, make_phase
 from bench.spec import DTYPES, Case
@@ -61,10 +67,11 @@ class ProfileResult:
 
 def profile(impl: str, *, batch_size: int, seq_len: int, input_size: int, hidden_size: int,
             dtype: str = "float32", threads: int = 1, out_dir, cell: str = "rnn_tanh",
+            num_layers: int = 1, bidirectional: bool = False,
             allow_oversubscribe: bool = False) -> ProfileResult:
-    """Profile one forward (predict) and one train_step of `impl`'s `cell` at one size;
-    files go to out_dir. ValueError for an unknown impl, cell or bad sizes;
-    impls.Unavailable says why not."""
+    """Profile one forward (predict) and one train_step of `impl`'s `cell` model of this
+    structure at one size; files go to out_dir. ValueError for an unknown impl, cell,
+    structure or bad sizes, or one the backend does not run; impls.Unavailable says why not."""
     impls.entry(impl)  # ValueError naming the registered ones
     sizes = {"batch_size": batch_size, "seq_len": seq_len, "input_size": input_size,
              "hidden_size": hidden_size, "threads": threads}
@@ -77,23 +84,29 @@ def profile(impl: str, *, batch_size: int, seq_len: int, input_size: int, hidden
     backend = impls.get(impl)
     if np.dtype(dtype) not in backend.dtypes:
         raise ValueError(f"{impl} does not run {dtype}; it runs {', '.join(map(str, backend.dtypes))}")
-    impls.param_names(cell)  # ValueError naming the cells
-    if backend.cell_reason(cell):
-        raise ValueError(backend.cell_reason(cell))
+    impls.param_names(cell, num_layers, bidirectional)  # ValueError naming the cells, or the structure's
+    reason = backend.cell_reason(cell) or backend.structure_reason(num_layers, bidirectional)
+    if reason:
+        raise ValueError(reason)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = {phase: Case(impl, phase, batch_size, seq_len, input_size, hidden_size, dtype, threads,
-                         NUM_CLASSES, cell=cell)
+                         NUM_CLASSES, cell=cell, num_layers=num_layers, bidirectional=bidirectional)
              for phase in PHASES if phase == "forward" or backend.supports_backward}
+    plain = (num_layers, bidirectional) == (1, False)
     with use_threads(threads):
         if backend.math == "torch":
             result = _profile_torch(backend, cases, out_dir)
         else:
-            result = _profile_python(backend, cases, out_dir, by_parts=backend.math == "reference")
-    header = (f"profile {impl} {cell} on {backend.device}: B={batch_size} T={seq_len} I={input_size} "
+            result = _profile_python(backend, cases, out_dir, by_parts=backend.math == "reference" and plain)
+    model = cell if plain else f"{cell}, {structure_label(num_layers, bidirectional)},"
+    header = (f"profile {impl} {model} on {backend.device}: B={batch_size} T={seq_len} I={input_size} "
               f"H={hidden_size} C={NUM_CLASSES}, {dtype}, threads={threads}")
     totals = "  ".join(f"{p}: median {ms:.3f} ms/call" for p, ms in result.totals_ms.items())
     skipped = [] if backend.supports_backward else [f"train_step skipped: {impl} is forward-only"]
+    if backend.math == "reference" and not plain:
+        skipped.append("per-part breakdown: the plain model's (1-layer unidirectional) only; "
+                       "cProfile of the whole phase below")
     files = ["files: " + ", ".join(str(f) for f in result.files)]
     summary = "\n".join([header, totals, *skipped, "", result.summary, "", *files, result.interpretation])
     return ProfileResult(impl, summary, result.files, result.totals_ms, result.breakdown)
@@ -106,6 +119,13 @@ class _Partial:  # what a path hands back before the common header is added
     files: list[Path]
     totals_ms: dict[str, float]
     breakdown: dict = field(default_factory=dict)
+
+
+def _structure_suffix(case) -> str:
+    """'' for the plain model (its file names are unchanged), else e.g. _2layer_bidirectional."""
+    if case.structure() == (1, False):
+        return ""
+    return f"_{case.num_layers}layer" + ("_bidirectional" if case.bidirectional else "")
 
 
 def _median_ms(fn, sync, min_time_s: float) -> float:
@@ -128,7 +148,7 @@ def _profile_python(backend, cases, out_dir, by_parts: bool) -> _Partial:
             sections.append(_parts_table(phase, parts, totals[phase], flops))
             notes.append(_interpret_parts(phase, parts, totals[phase]))
         reps = max(3, min(200, round(PROFILE_TIME_S * 1e3 / totals[phase])))
-        path = out_dir / f"{case.impl}_{case.cell}_{phase}.pstats"
+        path = out_dir / f"{case.impl}_{case.cell}{_structure_suffix(case)}_{phase}.pstats"
         stats = _cprofile(fn, backend.sync, reps, path)
         files.append(path)
         sections.append(_top_functions(phase, stats, reps))
@@ -298,7 +318,7 @@ def _profile_torch(backend, cases, out_dir) -> _Partial:
                 fn()
                 backend.sync()
             wall_us = 1e6 * (time.perf_counter() - start)
-        path = out_dir / f"{case.impl}_{phase}.trace.json"
+        path = out_dir / f"{case.impl}{_structure_suffix(case)}_{phase}.trace.json"
         prof.export_chrome_trace(str(path))
         files.append(path)
         averages = prof.key_averages()

@@ -25,10 +25,17 @@ class Column:
     kind: str = "number"  # what a CSV cell must parse as: number | text | flag (True/False)
 
 
+# How a flag column is written in the CSV (csv writes str(bool)) and read back.
+FLAG_TEXT = {"True": True, "False": False}
+
+
 SCHEMA: tuple[Column, ...] = (
     # --- what was measured: the case (bench.spec.Case) --------------------------------
     Column("impl", "implementation name (impls.names())", key=True, kind="text"),
     Column("cell", "recurrent cell: rnn_tanh | lstm | gru (impls.CELLS)", key=True, kind="text"),
+    Column("num_layers", "stacked recurrent layers (1: the article's model)", key=True, integer=True),
+    Column("bidirectional", "True: a second direction reads each sequence backwards; the head "
+           "reads both final states", key=True, kind="flag"),
     Column("phase", "forward | backward | train_step | transfer | accuracy", key=True, kind="text"),
     Column("batch_size", "B, sequences per call", key=True, integer=True),
     Column("seq_len", "T, time steps", key=True, integer=True),
@@ -72,12 +79,23 @@ SCHEMA: tuple[Column, ...] = (
 )
 
 COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA)
-# Columns added after runs were already written, with the value every older row had: a
-# run without them still loads, and a resume rewrites its files with them (bench.results).
-ADDED_COLUMNS: dict[str, str] = {"cell": "rnn_tanh"}  # before LSTM/GRU: the tanh cell only
-LEGACY_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ADDED_COLUMNS)
+# Columns added after runs were already written, per version that added them (oldest
+# first), with the value every older row had: a run without them still loads, and a
+# resume rewrites its files with them (bench.results).
+COLUMN_ADDITIONS: tuple[dict[str, object], ...] = (
+    {"cell": "rnn_tanh"},  # before LSTM/GRU: the tanh cell only
+    {"num_layers": 1, "bidirectional": False},  # before stacked/bidirectional models: the plain one
+)
+ADDED_COLUMNS: dict[str, object] = {k: v for added in COLUMN_ADDITIONS for k, v in added.items()}
+# The columns of each older version's results.csv, oldest first: it lacks the additions
+# from its own version on.
+LEGACY_COLUMNS: tuple[tuple[str, ...], ...] = tuple(
+    tuple(c for c in COLUMNS if not any(c in added for added in COLUMN_ADDITIONS[version:]))
+    for version in range(len(COLUMN_ADDITIONS)))
 KEY_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.key)
-LEGACY_KEY_COLUMNS: tuple[str, ...] = tuple(c for c in KEY_COLUMNS if c not in ADDED_COLUMNS)
+LEGACY_KEY_COLUMNS: tuple[tuple[str, ...], ...] = tuple(tuple(c for c in KEY_COLUMNS if c in columns)
+                                                        for columns in LEGACY_COLUMNS)
+FLAG_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.kind == "flag")
 INT_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.integer)
 CASE_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "num_classes")  # what a Case carries
 # The keys backend.diagnostics() and backend.counters() may return.
@@ -114,11 +132,20 @@ def cell_problem(column: Column, text: str) -> str | None:
             float(text)
         except ValueError:
             return f"{column.name} is {text!r}, not a number"
-    elif column.kind == "flag" and text not in ("True", "False"):
+    elif column.kind == "flag" and text not in FLAG_TEXT:
         return f"{column.name} is {text!r}, not True/False"
     elif column.name == "status" and text not in STATUSES:
         return f"status is {text!r}, not one of {', '.join(STATUSES)}"
     return None
+
+
+def parse_flag(value) -> bool:
+    """A flag column's value, from a CSV cell ("True"/"False") or a JSON entry (true/false)."""
+    if isinstance(value, bool):
+        return value
+    if value in FLAG_TEXT:
+        return FLAG_TEXT[value]
+    raise ValueError(f"{value!r} is not True/False")
 
 
 def upgrade_entry(entry: dict) -> dict:
@@ -127,9 +154,24 @@ def upgrade_entry(entry: dict) -> dict:
     return {**missing, **entry} if missing else entry
 
 
+def _typed(column: str, value):
+    if column in INT_COLUMNS:
+        return int(value)
+    return parse_flag(value) if column in FLAG_COLUMNS else value
+
+
 def row_key(row) -> tuple:
     """The identity of a row (a dict of CSV strings or typed values), typed."""
-    return tuple(int(row[k]) if k in INT_COLUMNS else row[k] for k in KEY_COLUMNS)
+    return tuple(_typed(k, row[k]) for k in KEY_COLUMNS)
+
+
+def key_from_list(values: list) -> tuple:
+    """A key stored as a list (in_progress.json) by this version or an older one (fewer key
+    columns), typed, in today's KEY_COLUMNS. ValueError for a list of another length."""
+    for columns in (KEY_COLUMNS, *LEGACY_KEY_COLUMNS):
+        if len(values) == len(columns):
+            return row_key(upgrade_entry(dict(zip(columns, values))))
+    raise ValueError(f"a key has {len(KEY_COLUMNS)} values ({', '.join(KEY_COLUMNS)}), got {len(values)}")
 
 
 def check_diagnostics(values: dict, source: str) -> None:

@@ -24,8 +24,9 @@ import os
 from pathlib import Path
 
 from bench.faults import crash_point
-from bench.record import (ADDED_COLUMNS, COLUMNS, KEY_COLUMNS, LEGACY_COLUMNS, RAW_TIMES_FIELD,
-                          SCHEMA, TRACEBACK_FIELD, cell_problem, row_key, upgrade_entry)
+from bench.record import (ADDED_COLUMNS, COLUMNS, FLAG_TEXT, KEY_COLUMNS, LEGACY_COLUMNS,
+                          RAW_TIMES_FIELD, SCHEMA, TRACEBACK_FIELD, cell_problem, row_key,
+                          upgrade_entry)
 
 RESULTS_CSV = "results.csv"
 RAW_TIMES = "raw_times.jsonl"
@@ -71,7 +72,9 @@ def _replace_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-LEGACY_SCHEMA = tuple(c for c in SCHEMA if c.name in LEGACY_COLUMNS)
+# header line -> the schema of each older version (bench.record.LEGACY_COLUMNS)
+LEGACY_SCHEMAS = {",".join(columns): tuple(c for c in SCHEMA if c.name in columns)
+                  for columns in LEGACY_COLUMNS}
 
 
 def _row_problem(record: str, schema=SCHEMA) -> str | None:
@@ -157,7 +160,7 @@ def _jsonl_problem(line: str, required: tuple[str, ...]) -> str | None:
     try:
         row_key(entry)
     except (TypeError, ValueError):
-        return "a key column is not an integer"
+        return "a key column is not of its type (an integer, True/False)"
     return None
 
 
@@ -250,7 +253,7 @@ def set_aside_damaged(run_dir) -> list[str]:
     that had anything set aside. A run written before ADDED_COLUMNS is then rewritten
     with them (and a note says so)."""
     run_dir, notes = Path(run_dir), []
-    legacy = _written_before_added_columns(run_dir / RESULTS_CSV)
+    missing = _columns_missing(run_dir / RESULTS_CSV)
     for name, scan in ((RESULTS_CSV, scan_csv), (RAW_TIMES, scan_jsonl), (ERRORS, scan_jsonl)):
         path = run_dir / name
         good, bad = scan(path) if path.exists() else ("", [])
@@ -267,33 +270,37 @@ def set_aside_damaged(run_dir) -> list[str]:
         aside = _sidecar(meta)
         os.replace(meta, aside)
         notes.append(f"{exc.args[0].split(';')[0]}: moved to {aside.name}; the resume starts a new one")
-    return notes + (_upgrade_schema(run_dir) if legacy else [])
+    return notes + (_upgrade_schema(run_dir, missing) if missing else [])
 
 
-def _written_before_added_columns(csv_path: Path) -> bool:
+def _columns_missing(csv_path: Path) -> tuple[str, ...]:
+    """The ADDED_COLUMNS a results.csv was written without (an older version's), in order."""
     text = _complete_lines(csv_path)
-    return bool(text) and _check_header(csv_path, text) is LEGACY_SCHEMA
+    if not text:
+        return ()
+    present = {c.name for c in _check_header(csv_path, text)}
+    return tuple(c for c in ADDED_COLUMNS if c not in present)
 
 
-def _upgrade_schema(run_dir: Path) -> list[str]:
-    """A run written before ADDED_COLUMNS (its damaged lines already set aside) rewritten
-    with them, each file atomically, so old and new rows share one header."""
+def _upgrade_schema(run_dir: Path, missing: tuple[str, ...]) -> list[str]:
+    """A run written before some ADDED_COLUMNS (its damaged lines already set aside)
+    rewritten with them, each file atomically, so old and new rows share one header."""
     for name, scan in ((RESULTS_CSV, scan_csv), (RAW_TIMES, scan_jsonl), (ERRORS, scan_jsonl)):
         if (run_dir / name).exists():
             _replace_text(run_dir / name, scan(run_dir / name)[0])
-    added = ", ".join(f"{k} = {v}" for k, v in ADDED_COLUMNS.items())
-    return [f"{run_dir}: written before the column(s) {', '.join(ADDED_COLUMNS)}; its rows are "
+    added = ", ".join(f"{k} = {ADDED_COLUMNS[k]}" for k in missing)
+    return [f"{run_dir}: written before the column(s) {', '.join(missing)}; its rows are "
             f"read as {added} (every row had that then) and its files rewritten with them"]
 
 
 def _check_header(path: Path, text: str):
-    """The schema the file was written with: today's, or the one before ADDED_COLUMNS
-    (read as if it had them; RowWriter rewrites it in today's before appending)."""
+    """The schema the file was written with: today's, or an older version's, without some
+    ADDED_COLUMNS (read as if it had them; RowWriter rewrites it in today's before appending)."""
     header = text.splitlines()[0]
     if header == ",".join(COLUMNS):
         return SCHEMA
-    if header == ",".join(LEGACY_COLUMNS):
-        return LEGACY_SCHEMA
+    if header in LEGACY_SCHEMAS:
+        return LEGACY_SCHEMAS[header]
     raise ValueError(f"{path}:1: its header has other columns than this version of rnnbench "
                      "writes; resume it with the version that started it, or use a new folder")
 
@@ -440,7 +447,8 @@ def load_run(run_dir):
     if text.count("\n") < 2:
         raise ValueError(f"{run_dir}: no {RESULTS_CSV} with rows")
     frame = pd.read_csv(io.StringIO(text), keep_default_na=True)
-    frame["noisy"] = frame["noisy"].map({True: True, False: False, "True": True, "False": False})
+    for column in ("noisy", "bidirectional"):  # flags: a column pandas may read as text
+        frame[column] = frame[column].map({**FLAG_TEXT, True: True, False: False})
     meta = read_meta(run_dir)
     frame["run"] = run_dir.name
     frame["cpu_model"] = meta.get("machine", {}).get("cpu_model")

@@ -22,8 +22,8 @@ CELLS = ("rnn_tanh", "lstm", "gru")  # impls.CELLS (a test checks they agree; no
 
 @dataclass(frozen=True, order=True)
 class Case:
-    """One measurement: an implementation of one cell at one size, phase, dtype and thread
-    count."""
+    """One measurement: an implementation of one cell and structure (layers, directions) at
+    one size, phase, dtype and thread count."""
     impl: str
     phase: str  # forward (inference, `predict`), backward (given a cache), train_step
     batch_size: int
@@ -33,7 +33,10 @@ class Case:
     dtype: str = "float32"
     threads: int = 1
     num_classes: int = 10
-    cell: str = "rnn_tanh"  # last: positional Case(...) calls written before cells still read right
+    cell: str = "rnn_tanh"  # after the sizes: positional Case(...) calls written before cells still read right
+    # last, for the same reason: the plain model (one layer, one direction) unless asked
+    num_layers: int = 1
+    bidirectional: bool = False
 
     def key(self) -> tuple:
         """Identifies the row in results.csv (resume skips keys already there)."""
@@ -42,13 +45,22 @@ class Case:
     def size(self) -> tuple[int, int, int, int]:
         return (self.batch_size, self.seq_len, self.input_size, self.hidden_size)
 
+    def structure(self) -> tuple[int, bool]:
+        """(num_layers, bidirectional), as impls.structure_of reads it off params."""
+        return (self.num_layers, self.bidirectional)
+
 
 @dataclass(frozen=True)
 class Grid:
     """A cartesian sweep; `extra` lists cases outside the product (DeepBench's problem
-    sets), each with its own size, cell and phase: `cell` and `phases` select among them."""
+    sets), each with its own size, cell and phase: `cell` and `phases` select among them;
+    like dtype and threads, the structures (num_layers x bidirectional) apply to them all."""
     impls: tuple[str, ...] = ()  # empty: every registered implementation
     cell: tuple[str, ...] = ("rnn_tanh",)  # the product runs each; extra cases of other cells are left out
+    # The model's structure: stacked layers, and one or both directions (every combination
+    # runs). A backend that runs one-layer unidirectional models only gets a skipped row.
+    num_layers: tuple[int, ...] = (1,)
+    bidirectional: tuple[bool, ...] = (False,)
     phases: tuple[str, ...] = ("forward", "train_step")
     batch_size: tuple[int, ...] = (1, 32)
     seq_len: tuple[int, ...] = (16, 64)
@@ -88,21 +100,30 @@ class Grid:
         # train_step before forward before backward: a compiling backend pays its training
         # compile (forward + backward graphs) in the train_step row's compile_s, its inference
         # compile in the forward row's; backward then reuses the training graphs.
-        # The cell outside the sizes: one cell's sizes run together, as its compiled graphs do.
+        # The cell and structure outside the sizes: one model's sizes run together, as its
+        # compiled graphs do.
         phases = sorted(self.phases, key=PHASE_ORDER.index)
-        product = itertools.product(phases, self.dtype, self.threads, self.cell, self.batch_size,
-                                    self.seq_len, self.input_size, self.hidden_size, impls)
+        product = itertools.product(phases, self.dtype, self.threads, self.cell, self.num_layers,
+                                    self.bidirectional, self.batch_size, self.seq_len,
+                                    self.input_size, self.hidden_size, impls)
         cases = []
-        for phase, dtype, threads, cell, batch, seq_len, input_size, hidden, impl in (
+        for phase, dtype, threads, cell, layers, bidirectional, batch, seq_len, input_size, hidden, impl in (
                 product if self.cartesian else ()):
             if self.input_equals_hidden:
                 input_size = hidden
-            cases.append(Case(impl, phase, batch, seq_len, input_size, hidden, dtype, threads, cell=cell))
-        cases += [replace(c, impl=impl, dtype=dtype, threads=threads)
-                  for dtype, threads in itertools.product(self.dtype, self.threads)
+            cases.append(Case(impl, phase, batch, seq_len, input_size, hidden, dtype, threads, cell=cell,
+                              num_layers=layers, bidirectional=bidirectional))
+        cases += [replace(c, impl=impl, dtype=dtype, threads=threads, num_layers=layers,
+                          bidirectional=bidirectional)
+                  for dtype, threads, layers, bidirectional in itertools.product(
+                      self.dtype, self.threads, self.num_layers, self.bidirectional)
                   for c in self.extra if c.cell in self.cell and c.phase in self.phases
                   for impl in impls]  # impls innermost too
         return list(dict.fromkeys(cases))  # de-duplicated, order kept
+
+    def structures(self) -> list[tuple[int, bool]]:
+        """Every (num_layers, bidirectional) the grid runs, in its order."""
+        return list(itertools.product(self.num_layers, self.bidirectional))
 
 
 def all_cores() -> int:
@@ -202,17 +223,18 @@ def load_config(path: str | Path) -> dict:
             if key == "preset" and not isinstance(value, str):
                 raise ValueError(f"{path}: preset must be a preset name, got {value!r}")
             continue
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            data[key] = [value]  # `batch_size = 32` means the list [32]
+        if isinstance(value, (str, int)) and (key in BOOL_LISTS or not isinstance(value, bool)):
+            data[key] = [value]  # `batch_size = 32` means the list [32], `bidirectional = true` [true]
         elif not isinstance(value, list):
             raise ValueError(f"{path}: {key} must be a list (or one value), got {value!r}")
     return data
 
 
-INT_LISTS = ("batch_size", "seq_len", "input_size", "hidden_size", "threads")
+INT_LISTS = ("batch_size", "seq_len", "input_size", "hidden_size", "threads", "num_layers")
 SIZE_KEYS = ("batch_size", "seq_len", "input_size", "hidden_size", "input_equals_hidden")
 STR_LISTS = ("impls", "cell", "phases", "dtype")
 BOOL_KEYS = ("accuracy", "input_equals_hidden", "cartesian")
+BOOL_LISTS = ("bidirectional",)
 
 
 def _is_int(value) -> bool:
@@ -230,6 +252,10 @@ def _check_types(grid: Grid) -> None:
         values = getattr(grid, key)
         if not all(isinstance(v, str) for v in values) or (key != "impls" and not values):
             raise ValueError(f"{key} needs names (strings), got {list(values)!r}")
+    for key in BOOL_LISTS:
+        values = getattr(grid, key)
+        if not values or not all(isinstance(v, bool) for v in values):
+            raise ValueError(f"{key} needs true/false values, got {list(values)!r}")
     for key in BOOL_KEYS:
         if not isinstance(getattr(grid, key), bool):
             raise ValueError(f"{key} must be true or false, got {getattr(grid, key)!r}")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import impls
-from bench.record import COLUMNS, DIAGNOSTIC_COLUMNS, TRACEBACK_FIELD, check_diagnostics
+from bench.record import COLUMNS, DIAGNOSTIC_COLUMNS, KEY_COLUMNS, TRACEBACK_FIELD, check_diagnostics
 from bench.results import ERRORS, read_errors
 from bench.run.case import run_case
 from bench.run.sweep import run_sweep
@@ -142,7 +142,9 @@ def test_error_rows_keep_their_traceback_in_errors_jsonl(tmp_path):
         out = run_sweep(grid, tmp_path / "run", progress=False, timing=FAST)
     errors = read_errors(out)
     (key, entry), = errors.items()
-    assert key[:3] == ("broken", "rnn_tanh", "forward") and "deliberate failure" in entry["reason"]
+    named = dict(zip(KEY_COLUMNS, key))
+    assert (named["impl"], named["cell"], named["phase"]) == ("broken", "rnn_tanh", "forward")
+    assert "deliberate failure" in entry["reason"]
     assert "Traceback" in entry["traceback"] and "failing_forward" in entry["traceback"]
     assert (out / ERRORS).exists() and TRACEBACK_FIELD not in COLUMNS
     from bench.report.document import write_report

@@ -22,7 +22,8 @@ def run_cli(*args):
 def test_list_names_every_implementation(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^numpy\s+yes\s+cpu\s+float32,float64\s+rnn_tanh,lstm,gru\s+yes", out, re.M)
+    # ... backward, structures (stacked/bidirectional), dropout
+    assert re.search(r"^numpy\s+yes\s+cpu\s+float32,float64\s+rnn_tanh,lstm,gru\s+yes\s+yes\s+yes", out, re.M)
     assert re.search(r"^torch\s+(yes|no)", out, re.M)
 
 
@@ -31,8 +32,25 @@ def test_check_passes_and_prints_errors(capsys):
     assert main(["check", "--impl", "numpy"]) == 0
     out = capsys.readouterr().out
     for cell in ("rnn_tanh", "lstm", "gru"):  # every cell, by default
-        assert re.search(rf"numpy\s+{cell}\s+float64\s+logits\+grads\s+\d\.\d\de-\d+", out), cell
+        assert re.search(rf"numpy\s+{cell}\s+1-layer\s+float64\s+logits\+grads\s+\d\.\d\de-\d+", out), cell
     assert "all checks passed" in out
+    assert "bidirectional" not in out  # the plain model unless asked
+
+
+def test_check_runs_the_structures_asked_for_and_skips_those_a_backend_refuses(capsys):
+    pytest.importorskip("torch", reason="the oracle is torch autograd")
+    import types
+
+    from conftest import temporary_entry
+    from test_sweep import _OneLayerOnly
+
+    flat = types.SimpleNamespace(create=lambda device=None: _OneLayerOnly())
+    with temporary_entry("flat", flat):
+        assert main(["check", "--impl", "numpy,flat", "--cell", "rnn_tanh", "--num-layers", "2",
+                     "--bidirectional"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"numpy\s+rnn_tanh\s+2-layer bidirectional\s+float32\s+logits\+grads\s+\d", out)
+    assert re.search(r"flat\s+rnn_tanh\s+2-layer bidirectional\s+-.*skipped: flat runs one-layer", out)
 
 
 def test_check_fails_with_exit_1_when_a_backend_is_wrong(capsys, monkeypatch):
@@ -74,6 +92,12 @@ def test_train_save_then_evaluate(tmp_path):
     (["train", "--impl", "nope"], "invalid choice"),
     (["sweep", "--impl", "nope", "--out", "x"], "unknown implementations"),
     (["sweep", "--preset", "huge", "--out", "x"], "unknown preset"),
+    (["sweep", "--bidirectional", "maybe", "--out", "x"], "comma-separated false/true"),
+    (["sweep", "--num-layers", "0", "--out", "x"], "positive integers"),
+    (["train", "--impl", "numpy", "--dropout", "1"], r"rate in \[0, 1\)"),
+    (["train", "--impl", "numpy", "--num-layers", "0"], "positive integer"),
+    (["train", "--impl", "onnx_fp32", "--num-layers", "2"], "forward-only"),
+    (["profile", "--impl", "numpy", "--num-layers", "0"], "positive integer"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(args, message):
     result = run_cli(*args)
@@ -112,3 +136,54 @@ def test_train_an_lstm_and_a_gru_and_evaluate_them_elsewhere(tmp_path):
         other = "gru" if cell == "lstm" else "lstm"
         refused = run_cli("evaluate", "--impl", "numpy", "--params", str(params), "--cell", other)
         assert refused.returncode == 2 and f"holds {cell} weights, not {other}" in refused.stderr, refused.stderr
+
+
+def test_structure_flags_of_the_sweep_are_lists_like_its_other_dimensions():
+    from bench.cli import build_parser
+
+    parse = lambda *flags: build_parser().parse_args(["sweep", *flags])  # noqa: E731
+    assert parse().bidirectional is None and parse().num_layers is None  # the preset's
+    assert parse("--bidirectional").bidirectional == [True]  # bare: true
+    assert parse("--bidirectional", "false,TRUE", "--num-layers", "1,3").bidirectional == [False, True]
+    assert parse("--num-layers", "1,3").num_layers == [1, 3]
+
+
+def test_train_flags_map_onto_train_config_and_leave_its_defaults(monkeypatch, capsys):
+    """Each flag sets the TrainConfig field of its name; one not given keeps TrainConfig's
+    default (the command line restates none)."""
+    import dataclasses
+
+    from bench.train import loop
+
+    seen = []
+
+    def fake_train(backend, dataset, config, **kwargs):
+        seen.append(config)
+        return loop.TrainResult(params={}, test_accuracy=0.5)
+    monkeypatch.setattr(loop, "train", fake_train)
+    assert main(["train", "--impl", "numpy", "--quiet"]) == 0
+    flags = {"--num-layers": ("num_layers", "2", 2), "--dropout": ("dropout", "0.25", 0.25),
+             "--weight-decay": ("weight_decay", "0.001", 0.001), "--clip-norm": ("clip_norm", "0", 0.0),
+             "--patience": ("patience", "3", 3), "--schedule": ("schedule", "step", "step"),
+             "--warmup": ("warmup", "2", 2)}
+    argv = [a for flag, (_, text, _) in flags.items() for a in (flag, text)]
+    assert main(["train", "--impl", "numpy", "--quiet", "--bidirectional", *argv]) == 0
+    default, given = seen
+    assert default == loop.TrainConfig()
+    assert given == dataclasses.replace(loop.TrainConfig(), bidirectional=True,
+                                        **{field: value for field, _, value in flags.values()})
+
+
+def test_train_a_stacked_bidirectional_model_with_dropout_and_evaluate_it_elsewhere(tmp_path, capsys):
+    params = tmp_path / "deep.npz"
+    assert main(["train", "--impl", "numpy", "--num-layers", "2", "--bidirectional", "--dropout", "0.2",
+                 "--epochs", "2", "--hidden-size", "16", "--quiet", "--save", str(params)]) == 0
+    accuracy = capsys.readouterr().out.strip().splitlines()[-1]
+    with np.load(params) as saved:  # impls.params' names: layer 1 _l1, the reverse direction _reverse
+        assert {"W_xh_l1", "W_xh_reverse", "W_hh_l1_reverse", "b_h_l1_reverse"} <= set(saved.files)
+    names = ["numpy"] + (["torch"] if importlib.util.find_spec("torch") is not None else [])
+    for name in names:  # dropout is training-only: every backend scores the same model alike
+        assert main(["evaluate", "--impl", name, "--params", str(params)]) == 0
+        out = capsys.readouterr().out
+        assert "(rnn_tanh, 2-layer bidirectional)" in out
+        assert out.strip().splitlines()[-1] == accuracy

@@ -39,6 +39,31 @@ def test_a_cell_the_backend_does_not_run_is_refused(tmp_path):
         profile("numpy", **SMALL, cell="elman", out_dir=tmp_path)
 
 
+def test_a_stacked_bidirectional_model_is_profiled_whole_with_cprofile(tmp_path):
+    """The per-part breakdown re-runs the plain model's functions: a structured model gets
+    the whole phase's totals and cProfile, and the summary says why there are no parts."""
+    result = profile("numpy", **SMALL, num_layers=2, bidirectional=True, out_dir=tmp_path)
+    assert result.breakdown == {} and set(result.totals_ms) == {"forward", "train_step"}
+    assert sorted(p.name for p in result.files) == ["numpy_rnn_tanh_2layer_bidirectional_forward.pstats",
+                                                    "numpy_rnn_tanh_2layer_bidirectional_train_step.pstats"]
+    assert "profile numpy rnn_tanh, 2-layer bidirectional, on cpu" in result.summary
+    assert "per-part breakdown: the plain model's (1-layer unidirectional) only" in result.summary
+
+
+def test_a_structure_the_backend_does_not_run_is_refused(tmp_path, monkeypatch):
+    class Flat(impls.get("numpy").__class__):
+        name = "flat"
+        structured = False
+
+    module = types.ModuleType("impls._flat_for_test")
+    module.create = lambda device=None: Flat()
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(impls.REGISTRY, "flat", impls.Entry("flat", "_flat_for_test", "test double", "numpy", "cpu"))
+    with pytest.raises(ValueError, match="flat runs one-layer unidirectional models only, not num_layers=2"):
+        profile("flat", **SMALL, num_layers=2, out_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 def test_numpy_breakdown_parts_add_up(numpy_result):
     assert set(numpy_result.breakdown) == {"forward", "train_step"}
     for phase, parts in numpy_result.breakdown.items():
@@ -92,6 +117,8 @@ def test_torch_writes_a_chrome_trace(tmp_path):
     ("numpy", {**SMALL, "batch_size": 0}, "batch_size"),
     ("numpy", {**SMALL, "hidden_size": 2.5}, "hidden_size"),
     ("numpy", {**SMALL, "threads": 0}, "threads"),
+    ("numpy", {**SMALL, "num_layers": 0}, "num_layers must be a positive integer"),
+    ("numpy", {**SMALL, "bidirectional": "yes"}, "bidirectional must be True or False"),
 ])
 def test_bad_arguments_raise_value_error(tmp_path, impl, sizes, match):
     with pytest.raises(ValueError, match=match):

@@ -140,11 +140,14 @@ def test_a_jsonl_line_that_is_json_but_not_an_object_is_set_aside(tmp_path, line
     assert (out / "raw_times.jsonl.damaged").read_text() == line + "\n"
 
 
-def test_an_in_progress_key_from_before_the_cell_column_still_counts(tmp_path):
+@pytest.mark.parametrize("old_key", [
+    ["numpy", "forward", 1, 3, 2, 4, "float32", 1],  # before the cell column
+    ["numpy", "rnn_tanh", "forward", 1, 3, 2, 4, "float32", 1],  # before num_layers, bidirectional
+], ids=["before-cell", "before-structure"])
+def test_an_in_progress_key_from_an_older_version_still_counts(tmp_path, old_key):
     out = tmp_path / "run"
     sweep(out, grid={"batch_size": [1]})
     (out / "results.csv").write_text((out / "results.csv").read_text().splitlines(keepends=True)[0])
-    old_key = ["numpy", "forward", 1, 3, 2, 4, "float32", 1]  # an older version's key: no cell
     (out / "in_progress.json").write_text(json.dumps({"key": old_key, "attempts": 2}))
     sweep(out, resume=True, grid={"batch_size": [1]})
     (row,) = read_rows(out)
@@ -187,35 +190,47 @@ def test_scan_keeps_a_reason_that_spans_lines(tmp_path):
     assert not bad and load_run(out)["reason"].iloc[0] == "first line\nsecond line"
 
 
-def _as_written_before_cells(out: Path) -> None:
-    """Rewrite a run as rnnbench wrote it before the cell column existed."""
+def _as_written_by_version(out: Path, version: int) -> None:
+    """Rewrite a run as an older rnnbench wrote it: without the columns added since
+    (version 0: before the cell column, 1: before num_layers and bidirectional)."""
+    columns = LEGACY_COLUMNS[version]
     rows = read_rows(out)
     with open(out / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, LEGACY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     for name in ("raw_times.jsonl", "errors.jsonl"):
         lines = [json.loads(line) for line in (out / name).read_text().splitlines()]
-        (out / name).write_text("".join(json.dumps({k: v for k, v in e.items() if k != "cell"}) + "\n"
-                                        for e in lines))
+        (out / name).write_text("".join(json.dumps({k: v for k, v in e.items() if k in columns or k not in COLUMNS})
+                                        + "\n" for e in lines))
 
 
-def test_a_run_from_before_the_cell_column_loads_and_resumes_as_rnn_tanh(tmp_path):
+@pytest.mark.parametrize("version, missing", [(0, "cell, num_layers, bidirectional"),
+                                              (1, "num_layers, bidirectional")],
+                         ids=["before-cell", "before-structure"])
+def test_a_run_from_an_older_version_loads_and_resumes_as_the_plain_tanh_model(tmp_path, version, missing):
     out = tmp_path / "run"
     sweep(out)
     before = keys_of(out)
-    _as_written_before_cells(out)
-    assert (out / "results.csv").read_text().splitlines()[0] == ",".join(LEGACY_COLUMNS)
+    _as_written_by_version(out, version)
+    assert (out / "results.csv").read_text().splitlines()[0] == ",".join(LEGACY_COLUMNS[version])
+    assert "num_layers" not in (out / "raw_times.jsonl").read_text()
     frame = load_run(out)
     assert list(frame["cell"]) == ["rnn_tanh", "rnn_tanh"]
-    notes = sweep(out, resume=True, grid={"cell": ["rnn_tanh", "lstm"]})
-    assert any("written before the column(s) cell" in n for n in notes), notes
+    assert list(frame["num_layers"]) == [1, 1] and list(frame["bidirectional"]) == [False, False]
+    notes = sweep(out, resume=True, grid={"cell": ["rnn_tanh", "lstm"], "bidirectional": [False, True]})
+    assert any(f"written before the column(s) {missing};" in n for n in notes), notes
     rows = read_rows(out)
     assert (out / "results.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
-    assert [(r["impl"], r["cell"], r["phase"], r["batch_size"]) for r in rows] == (
-        [(i, "rnn_tanh", p, b) for i, p, b in before] + [(i, "lstm", p, b) for i, p, b in before])
+    model = lambda r: (r["cell"], r["bidirectional"])  # noqa: E731
+    assert [(r["impl"], r["phase"], r["batch_size"]) for r in rows[:2]] == before  # kept, not run again
+    assert [model(r) for r in rows] == [("rnn_tanh", "False")] * 2 + [
+        (cell, bidirectional) for cell in ("rnn_tanh", "lstm") for bidirectional in ("False", "True")
+        if (cell, bidirectional) != ("rnn_tanh", "False") for _ in before]
+    assert {r["num_layers"] for r in rows} == {"1"}
     raw = [json.loads(line) for line in (out / "raw_times.jsonl").read_text().splitlines()]
-    assert [e["cell"] for e in raw] == ["rnn_tanh", "rnn_tanh", "lstm", "lstm"]
+    assert [(e["cell"], e["num_layers"], e["bidirectional"]) for e in raw[:2]] == [("rnn_tanh", 1, False)] * 2
+    assert len(raw) == len(rows)  # every timed row has its samples, old ones upgraded
 
 
 # ------------------------------------------------------------------ 3. real-world .npz layouts
@@ -300,6 +315,9 @@ def test_files_that_are_not_npz_archives_say_what_they_are(tmp_path, content, me
     ("min_time_s = 0", "min_time_s must be a positive number"),
     ("preset = 3", "preset must be a preset name"),
     ("batch_size = true", "batch_size must be a list"),
+    ("num_layers = [0]", "num_layers needs positive integers, got [0]"),
+    ('bidirectional = ["yes"]', "bidirectional needs true/false values, got ['yes']"),
+    ("bidirectional = [1]", "bidirectional needs true/false values, got [1]"),
 ])
 def test_wrongly_typed_toml_names_the_key(tmp_path, toml, message):
     path = tmp_path / "grid.toml"

@@ -26,43 +26,48 @@ UNAVAILABLE = "ghost needs 'ghostlib' (No module named 'ghostlib')"
 ERROR = "RuntimeError: synthetic failure"
 
 
-def _timing_row(impl, phase, b, t, h, median, noisy=False, cell="rnn_tanh"):
-    work = flops.phase_flops(phase, b, t, 8, h, cell=cell)
+def _timing_row(impl, phase, b, t, h, median, noisy=False, cell="rnn_tanh", structure=(1, False)):
+    work = flops.phase_flops(phase, b, t, 8, h, 10, cell, *structure)
     gflops = work / median / 1e9
-    return {"impl": impl, "cell": cell, "phase": phase, "batch_size": b, "seq_len": t, "input_size": 8,
+    return {"impl": impl, "cell": cell, "num_layers": structure[0], "bidirectional": structure[1],
+            "phase": phase, "batch_size": b, "seq_len": t, "input_size": 8,
             "hidden_size": h, "dtype": "float32", "threads": 1, "num_classes": 10, "device": "cpu",
             "median_s": median, "iqr_s": median * (0.2 if noisy else 0.01), "repeats": 10,
             "samples": 7, "noisy": noisy, "timer_overhead_pct": 0.01, "seq_per_s": b / median,
             "steps_per_s": b * t / median, "gflops": gflops, "pct_peak": 100 * gflops / PEAK,
             "peak_gflops": PEAK, "peak_mem_bytes": 4096 * b * t,
-            "analytic_mem_bytes": flops.activation_bytes(phase, b, t, 8, h, cell=cell),
+            "analytic_mem_bytes": flops.activation_bytes(phase, b, t, 8, h, "float32", cell, *structure),
             "compile_s": 3 * median, "max_err": 1e-7 if impl == "numpy" else 2e-7,
             "status": "ok"}
 
 
 GATED_COST = {"rnn_tanh": 1, "lstm": 4, "gru": 3}  # synthetic: each cell's time x this
+STRUCTURE_COST = {(1, False): 1, (2, False): 2, (1, True): 2, (2, True): 5}  # ... and each structure's
 
 
-def write_run(folder: Path, batch=(1, 4), seq=(4, 16), hidden=(8, 32), cells=("rnn_tanh",)) -> Path:
-    """A run: numpy 2x faster than torch everywhere but one case (of each cell); an
-    unavailable impl, an error row, one noisy row, and accuracy rows."""
+def write_run(folder: Path, batch=(1, 4), seq=(4, 16), hidden=(8, 32), cells=("rnn_tanh",),
+              structures=((1, False),)) -> Path:
+    """A run: numpy 2x faster than torch everywhere but one case (of each cell and
+    structure); an unavailable impl, an error row, one noisy row, and accuracy rows."""
     rows = []
-    for phase, cell, b, t, h in itertools.product(("forward", "backward", "train_step"), cells,
-                                                  batch, seq, hidden):
-        base = 1e-6 * b * t * h * GATED_COST[cell]
+    for phase, cell, structure, b, t, h in itertools.product(("forward", "backward", "train_step"), cells,
+                                                             structures, batch, seq, hidden):
+        base = 1e-6 * b * t * h * GATED_COST[cell] * STRUCTURE_COST[structure]
         slow = 3 if (phase, b, t, h) == ("forward", 1, 4, 8) else 1  # 2/3 of torch
-        rows.append(_timing_row("numpy", phase, b, t, h, slow * base, cell=cell))
-        rows.append(_timing_row("torch", phase, b, t, h, 2 * base, cell=cell,
+        rows.append(_timing_row("numpy", phase, b, t, h, slow * base, cell=cell, structure=structure))
+        rows.append(_timing_row("torch", phase, b, t, h, 2 * base, cell=cell, structure=structure,
                                 noisy=(phase, b, t, h) == ("forward", 1, 4, 8)))
-        rows.append({"impl": "ghost", "cell": cell, "phase": phase, "batch_size": b, "seq_len": t,
+        rows.append({"impl": "ghost", "cell": cell, "num_layers": structure[0], "bidirectional": structure[1],
+                     "phase": phase, "batch_size": b, "seq_len": t,
                      "input_size": 8, "hidden_size": h, "dtype": "float32", "threads": 1,
                      "num_classes": 10, "status": "unavailable", "reason": UNAVAILABLE})
-    rows.append({**{k: rows[0][k] for k in ("cell", "seq_len", "input_size", "hidden_size", "dtype",
-                                             "threads", "num_classes")},
+    rows.append({**{k: rows[0][k] for k in ("cell", "num_layers", "bidirectional", "seq_len", "input_size",
+                                             "hidden_size", "dtype", "threads", "num_classes")},
                  "impl": "numpy", "phase": "backward", "batch_size": 99, "device": "cpu",
                  "status": "error", "reason": ERROR})
-    for (impl, acc), cell in itertools.product((("numpy", 0.93), ("torch", 0.94)), cells):
-        rows.append({"impl": impl, "cell": cell, "phase": "accuracy", "batch_size": 32, "seq_len": 8, "input_size": 8,
+    for (impl, acc), cell, structure in itertools.product((("numpy", 0.93), ("torch", 0.94)), cells, structures):
+        rows.append({"impl": impl, "cell": cell, "num_layers": structure[0], "bidirectional": structure[1],
+                     "phase": "accuracy", "batch_size": 32, "seq_len": 8, "input_size": 8,
                      "hidden_size": 64, "dtype": "float32", "threads": 1, "num_classes": 10,
                      "device": "cpu", "median_s": 1.5, "test_accuracy": acc, "time_to_accuracy_s": 0.5,
                      "dataset": "digits", "status": "ok", "reason": "15 epochs"})
@@ -204,6 +209,36 @@ def test_a_run_of_three_cells_reports_them_side_by_side_never_paired_across(tmp_
     assert "2.00× · 2.00× · 2.00×" in comparison_text  # numpy at the representative size, per cell
     accuracy = text.split("\n## Accuracy\n")[1].split("\n## ")[0]
     assert all(cell in accuracy for cell in ("rnn_tanh", "lstm", "gru"))
+
+
+def test_a_run_of_several_structures_never_pairs_across_them_and_shows_what_they_cost(tmp_path):
+    structures = ((1, False), (2, False), (1, True), (2, True))
+    run_dir = write_run(tmp_path / "structures", structures=structures)
+    frame = load_run(run_dir)
+    # numpy is 2x torch per structure except one case (2/3): a pair across structures would
+    # give 4x, 5x, 0.8x ...
+    ratios = selection.speedups(frame)
+    assert set(ratios["speedup"].round(6)) == {2.0, round(2 / 3, 6)}
+    assert ratios.groupby(["num_layers", "bidirectional"]).size().to_dict() == dict.fromkeys(structures, 24)
+    rep = selection.representative(frame)
+    assert (rep["num_layers"], rep["bidirectional"]) == (1, False)  # the plain model, as plots fix
+    assert selection.size_label(rep) == "B=4 T=16 I=8 H=32, float32, 1 thread"
+    assert len(report.key_results(frame, rep)) == 2 * 3  # numpy, torch x phases: plain rows only
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text = report.write_report(run_dir).read_text()
+    assert (run_dir / "plots" / "structures.png").is_file() and "plots/structures.png" in text
+    section = text.split("## Structures: layers and directions")[1].split("\n## ")[0]
+    for label in ("1-layer", "2-layer", "1-layer bidirectional", "2-layer bidirectional"):
+        assert f"| {label}: ms ± IQR" in section
+    assert "(5× 1-layer)" in section and "(2× 1-layer)" in section  # STRUCTURE_COST, as measured
+    noisy = text.split("## Noisy rows")[1].split("##")[0]
+    assert "rnn_tanh, 2-layer bidirectional, B=1 T=4 I=8 H=8" in noisy  # labels name the structure
+    accuracy = text.split("\n## Accuracy\n")[1].split("\n## ")[0]
+    assert "| structure " in accuracy and "2-layer bidirectional" in accuracy
+    # a run without the plain model quotes its simplest structure, and says which
+    only = write_run(tmp_path / "deep", structures=((2, True), (2, False)))
+    assert selection.size_label(selection.representative(load_run(only))).startswith("2-layer, B=")
 
 
 def test_problem_and_noisy_rows_are_listed_with_reasons(run_dir, written):

@@ -153,20 +153,27 @@ def test_measure_keeps_compile_time_apart():
     assert result.timer_overhead_pct < 1.0
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
-@pytest.mark.parametrize("name", ["numpy", "torch"])
-def test_train_step_memory_grows_with_seq_len(name, cell):
+@pytest.mark.parametrize("name, cell, structure", [
+    *((name, cell, (1, False)) for name in ("numpy", "torch") for cell in impls.CELLS),
+    ("numpy", "rnn_tanh", (2, True)),  # 4 layer-directions' states, and the inter-layer gradients
+], ids=lambda value: f"L{value[0]}{'-bi' if value[1] else ''}" if isinstance(value, tuple) else value)
+def test_train_step_memory_grows_with_seq_len(name, cell, structure):
     if not memory.supported():
         pytest.skip("peak memory needs Linux /proc/self/clear_refs")
     from conftest import backend_or_skip
+    from bench.measure.machine import use_threads
     from bench.run.bind import make_phase
 
     backend = backend_or_skip(name)
-    peaks = [memory.peak_bytes(make_phase(backend, Case(name, "train_step", 32, seq_len, 16, 128, cell=cell)))
-             for seq_len in (32, 512)]
+    layers, bidirectional = structure
+    with use_threads(1):  # as a sweep runs it: BLAS threads spinning on a busy VM cost seconds
+        peaks = [memory.peak_bytes(make_phase(backend, Case(name, "train_step", 32, seq_len, 16, 128, cell=cell,
+                                                            num_layers=layers, bidirectional=bidirectional)))
+                 for seq_len in (32, 512)]
     assert peaks[1] > peaks[0]
-    # ... and at least the analytic BPTT activations of the longer sequence, for this cell
-    assert peaks[1] >= 0.5 * flops.activation_bytes("train_step", 32, 512, 16, 128, cell=cell)
+    # ... and at least the analytic BPTT activations of the longer sequence, for this model
+    assert peaks[1] >= 0.5 * flops.activation_bytes("train_step", 32, 512, 16, 128, cell=cell,
+                                                    num_layers=layers, bidirectional=bidirectional)
 
 
 def test_flop_formula_by_hand():
@@ -190,11 +197,98 @@ def test_flop_formula_of_the_gated_cells_by_hand():
         assert gates * 0.98 < ratio < gates * 1.02
 
 
+# B=1 T=2 I=1 H=1 C=1, 2 layers, both directions (D=2); G gate rows, E_f/E_b the cell's
+# element-wise work per unit and step (rnn_tanh 1, 2, 3; lstm 4, 13, 22; gru 3, 11, 17).
+# forward: 2 directions x layer 0 (projection 2*2*1*G, bias 2G, recurrence 2*2*G, E_f*2)
+#          + 2 x layer 1, which reads I_1 = D*H = 2 (projection 2*2*2*G, 2G, 4G, 2E_f)
+#          + head 2*(D*H)*C + C = 5                                     -> 48G + 8E_f + 5
+# backward: head 2*2 + 1 + 2*2 = 9; per layer-direction loop 2E_b + 2*(T-1)*G, dW_hh 4G,
+#          db_h 2G, dW_xh 4G (layer 0) or 8G (layer 1); layer 0's output gradient added at
+#          each step 2 x 2; layer 1's input gradient 2 x 2*2*G*2 = 16G, the directions' sum 4
+#          (gru: db_hn 2 per layer-direction, 8)                        -> 17 + 8E_b + 72G
+@pytest.mark.parametrize("cell, forward, backward", [
+    ("rnn_tanh", 48 + 16 + 5, 17 + 24 + 72), ("lstm", 192 + 104 + 5, 17 + 176 + 288),
+    ("gru", 144 + 88 + 5, 17 + 136 + 216 + 8)])
+def test_flop_formula_of_a_stacked_bidirectional_model_by_hand(cell, forward, backward):
+    assert flops.forward_flops(1, 2, 1, 1, 1, cell, num_layers=2, bidirectional=True) == forward
+    assert flops.backward_flops(1, 2, 1, 1, 1, cell, num_layers=2, bidirectional=True) == backward
+    # the plain model's formulas are the one-layer ones, unchanged
+    assert flops.phase_flops("train_step", 3, 4, 5, 6, 7, cell, 1, False) == flops.phase_flops(
+        "train_step", 3, 4, 5, 6, 7, cell)
+
+
+def test_activation_memory_of_a_stacked_bidirectional_model_by_hand():
+    # rnn_tanh B=1 T=2 H=1, 2 layers x 2 directions, float32: per layer-direction the states
+    # (T+1)BH = 3 and the projection TBH = 2; gradients TBH = 2 each, plus layer 1's input
+    # gradient T*B*(D*H) = 4 -> 4 x 5 + 4 x 2 + 4 = 32 values
+    assert flops.activation_bytes("train_step", 1, 2, 1, 1, num_layers=2, bidirectional=True) == 4 * 32
+    assert flops.activation_bytes("backward", 1, 2, 1, 1, num_layers=2, bidirectional=True) == 4 * 12
+    # inference: per layer-direction the projection 2 and one state 1, plus layer 0's
+    # outputs, which layer 1 reads, T*B*H per direction = 4 -> 4 x 3 + 4 = 16 values
+    assert flops.activation_bytes("forward", 1, 2, 1, 1, num_layers=2, bidirectional=True) == 4 * 16
+
+
+@pytest.mark.parametrize("structure", [(1, False), (2, False), (1, True), (3, True)])
 @pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
-def test_the_formulas_know_each_cells_parameters(cell):
-    params = impls.init_params(5, 7, 3, seed=0, cell=cell)
-    assert flops.num_params(5, 7, 3, cell) == sum(v.size for v in params.values())
+def test_the_formulas_know_each_cells_parameters(cell, structure):
+    params = impls.init_params(5, 7, 3, seed=0, cell=cell, num_layers=structure[0], bidirectional=structure[1])
+    assert flops.num_params(5, 7, 3, cell, *structure) == sum(v.size for v in params.values())
     assert flops.GATES == impls.params.GATES and spec.CELLS == tuple(impls.CELLS)
+
+
+def test_structures_are_dimensions_of_the_grid_and_of_listed_problems(tmp_path):
+    grid = tiny_grid(num_layers=[1, 2], bidirectional=[False, True], batch_size=[1])
+    assert [c.structure() for c in grid.cases(["numpy"])] == [(1, False), (1, True), (2, False), (2, True)]
+    assert {c.structure() for c in build_grid("quick").cases(impls.names())} == {(1, False)}  # unchanged
+    deep = build_grid("deepbench", num_layers=[2]).cases(["numpy"])  # like dtype and threads
+    assert deep and {c.structure() for c in deep} == {(2, False)}
+    config = tmp_path / "grid.toml"
+    config.write_text("num_layers = [1, 3]\nbidirectional = true\n")  # one value = a list of one
+    grid = build_grid(**load_config(config))
+    assert (grid.num_layers, grid.bidirectional) == ((1, 3), (True,))
+    with pytest.raises(ValueError, match="num_layers needs positive integers"):
+        build_grid("quick", num_layers=[0])
+    with pytest.raises(ValueError, match="bidirectional needs true/false values"):
+        build_grid("quick", bidirectional=[1])
+
+
+class _OneLayerOnly(type(impls.get("numpy"))):
+    """numpy, declaring the plain model only: what a backend without stacked layers is."""
+    name = "flat"
+    structured = False
+
+
+def test_a_structure_a_backend_does_not_run_is_a_skipped_row_and_numpy_runs_them_all(tmp_path, monkeypatch):
+    from bench.measure import machine
+
+    # the rows are under test, not the calibration GEMMs (seconds): a fixed peak
+    monkeypatch.setattr(machine, "gemm_peak_gflops", lambda dtype, threads, device="cpu": {"peak": 100.0})
+    flat = types.SimpleNamespace(create=lambda device=None: _OneLayerOnly())
+    with temporary_entry("flat", flat):
+        grid = tiny_grid(impls=["flat", "numpy"], phases=["forward", "train_step"], batch_size=[2],
+                         num_layers=[1, 2], bidirectional=[False, True], accuracy=True)
+        out = run_sweep(grid, tmp_path / "run", progress=False, timing=FAST, accuracy_epochs=1)
+    rows = read_rows(out)
+    by_key = {(r["impl"], r["phase"], r["num_layers"], r["bidirectional"]): r for r in rows}
+    assert len(rows) == len(by_key) == 2 * 3 * 4  # impls x (forward, train_step, accuracy) x structures
+    for (impl, phase, layers, bidirectional), row in by_key.items():
+        if impl == "flat" and (layers, bidirectional) != ("1", "False"):
+            assert row["status"] == "skipped", row
+            assert row["reason"] == _OneLayerOnly().structure_reason(int(layers), bidirectional == "True")
+        else:
+            assert row["status"] == "ok", row
+    frame = load_run(out)
+    timed = frame[(frame["phase"] != "accuracy") & (frame["status"] == "ok")]
+    assert frame["bidirectional"].map(type).eq(bool).all()  # a flag column, read back as bool
+    if timed["max_err"].notna().any():  # the oracle (torch) is installed
+        assert (timed["max_err"] < impls.tolerance("numpy", "float32")).all()
+    # the analytic columns are the structure's
+    for _, r in timed.iterrows():
+        args = (r["phase"], r["batch_size"], r["seq_len"], r["input_size"], r["hidden_size"])
+        assert r["analytic_mem_bytes"] == flops.activation_bytes(
+            *args, "float32", "rnn_tanh", r["num_layers"], r["bidirectional"])
+        assert r["gflops"] * r["median_s"] * 1e9 == pytest.approx(flops.phase_flops(
+            *args, 10, "rnn_tanh", r["num_layers"], r["bidirectional"]))
 
 
 def test_config_file_and_several_runs_concatenate(tmp_path):

@@ -6,7 +6,8 @@ from bench.report.targets import ARTICLE_SIZE, evaluate_targets
 
 def row(impl, phase, median_s, **overrides):
     return {"impl": impl, "phase": phase, "median_s": median_s, "status": "ok", "device": "cpu",
-            "pct_peak": 10.0, "test_accuracy": None, "cell": "rnn_tanh", **ARTICLE_SIZE, **overrides}
+            "pct_peak": 10.0, "test_accuracy": None, "cell": "rnn_tanh", "num_layers": 1,
+            "bidirectional": False, **ARTICLE_SIZE, **overrides}
 
 
 def verdicts(rows):
@@ -21,6 +22,19 @@ def test_ratio_targets_met_missed_and_unmeasured():
     assert forward == ("2.50×", "met")
     assert train == ("1.20×", "MISSED")
     assert all(v == ("—", "not measured in this run") for k, v in result.items() if "onnx" in k)
+
+
+def test_targets_are_the_plain_models_and_other_structures_never_count():
+    """A 2-layer or bidirectional row at the article's size is another model: it neither
+    hides the plain one's ratio (two rows at one size) nor stands in for a missing one."""
+    deep = [row("numpy", "forward", 9.0, num_layers=2), row("torch", "forward", 1.0, bidirectional=True),
+            row("onnx_fp32", "accuracy", 1.0, num_layers=2, test_accuracy=0.99),
+            row("onnx_int8", "accuracy", 1.0, num_layers=2, test_accuracy=0.10)]
+    result = verdicts([row("numpy", "forward", 1.0), row("torch", "forward", 2.5), *deep])
+    assert next(v for k, v in result.items() if k.startswith("numpy ≥ 2×")) == ("2.50×", "met")
+    assert next(v for k, v in result.items() if "accuracy drop" in k and "(rnn_tanh)" in k) == (
+        "—", "not measured in this run")
+    assert all(v == ("—", "not measured in this run") for v in verdicts(deep[:2]).values())
 
 
 def test_accuracy_drop_is_at_most_target():

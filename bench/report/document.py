@@ -18,8 +18,9 @@ from pathlib import Path
 from bench.record import DIAGNOSTIC_COLUMNS, row_key
 from bench.report.comparison import comparison_table, flat
 from bench.report.plots import FIGURES
-from bench.report.selection import (SIZE_DIMS, TIMING_PHASES, cells_in, impl_order, in_run_order,
-                                    matching, ok_timing, representative, size_label)
+from bench.report.selection import (PLAIN, SIZE_DIMS, STRUCTURE_DIMS, TIMING_PHASES, cells_in,
+                                    impl_order, in_run_order, matching, ok_timing, representative,
+                                    size_label, structure_label, structures_in)
 from bench.report.tables import NONE, cell, fmt, fmt_bytes, isnan, markdown_table
 from bench.report.targets import evaluate_targets
 
@@ -87,8 +88,31 @@ def key_results(frame, rep: dict):
     return table
 
 
+def structure_results(frame, rep: dict):
+    """impl x cell x phase at the representative size, one column per structure (layers,
+    directions): median ms ± IQR, and for the others the ratio to the plain model's median."""
+    import pandas as pd
+
+    at = matching(ok_timing(frame), {k: v for k, v in rep.items() if k not in STRUCTURE_DIMS})
+    structures, records = structures_in(at), []
+    for phase, name, cell in itertools.product(TIMING_PHASES, impl_order(frame), cells_in(at)):
+        mine = at[(at["impl"] == name) & (at["phase"] == phase) & (at["cell"] == cell)]
+        found = {s: matching(mine, dict(zip(STRUCTURE_DIMS, s))) for s in structures}
+        found = {s: r.iloc[-1] for s, r in found.items() if len(r)}
+        if not found:
+            continue
+        record = {"impl": name, "cell": cell, "phase": phase}
+        for s in structures:
+            r, plain = found.get(s), found.get(PLAIN)
+            ratio = (f" ({r['median_s'] / plain['median_s']:.2g}× 1-layer)"
+                     if r is not None and plain is not None and s != PLAIN else "")
+            record[f"{structure_label(*s)}: ms ± IQR"] = NONE if r is None else _median_text(r) + ratio
+        records.append(record)
+    return pd.DataFrame(records)
+
+
 def _size_of(row) -> str:
-    return size_label({k: row[k] for k in ("cell", *SIZE_DIMS, "dtype", "threads")})
+    return size_label({k: row[k] for k in ("cell", *STRUCTURE_DIMS, *SIZE_DIMS, "dtype", "threads")})
 
 
 def noisy_rows(frame):
@@ -128,8 +152,11 @@ def accuracy_table(frame):
     import pandas as pd
 
     rows = frame[frame["phase"] == "accuracy"]
+    several = len(structures_in(rows)) > 1 if len(rows) else False
     return pd.DataFrame([{
-        "impl": r["impl"], "cell": r["cell"], "status": r["status"], "dataset": cell(r["dataset"]),
+        "impl": r["impl"], "cell": r["cell"],
+        **({"structure": structure_label(r["num_layers"], r["bidirectional"])} if several else {}),
+        "status": r["status"], "dataset": cell(r["dataset"]),
         "test accuracy": fmt(r["test_accuracy"] * 100 if not isnan(r["test_accuracy"]) else None,
                              ".1f", " %"),
         "time to 90 % val. accuracy": fmt(r["time_to_accuracy_s"], ".3g", " s"),
@@ -242,6 +269,17 @@ def _key_results_section(frame, rep: dict) -> list[str]:
             "", full, "", "</details>", ""]
 
 
+def _structures_section(frame, rep: dict) -> list[str]:
+    """A run of several structures: what depth and a second direction cost, side by side."""
+    if len(structures_in(ok_timing(frame))) < 2:
+        return []
+    fixed = {k: v for k, v in rep.items() if k not in STRUCTURE_DIMS}
+    return ["## Structures: layers and directions", "",
+            f"Median ms per call at {size_label(fixed)} for each structure the run has "
+            "(in parentheses: the ratio to the 1-layer unidirectional model's median).", "",
+            markdown_table(structure_results(frame, rep)), ""]
+
+
 def render(frame, meta: dict, figures: list[Path], title: str, errors: dict | None = None) -> str:
     rep = representative(frame)
     out = [f"# rnnbench report: {title}", "", *header(frame, meta), "## How to read this", "",
@@ -252,6 +290,7 @@ def render(frame, meta: dict, figures: list[Path], title: str, errors: dict | No
            "under it are what this run measured.", "",
            markdown_table(flat(comparison_table(frame, meta))), "",
            f"## Key results at {size_label(rep) or NONE}", "", *_key_results_section(frame, rep),
+           *_structures_section(frame, rep),
            "## Performance targets", "",
            "The targets the project set itself, evaluated on this run's medians (bench/report/targets.py).", "",
            markdown_table(_frame(evaluate_targets(frame))), "",

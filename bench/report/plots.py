@@ -15,9 +15,10 @@ import warnings
 import zlib
 from pathlib import Path
 
-from bench.report.selection import (SHORT, SIZE_DIMS, TIMING_PHASES, baseline_for, cells_in,
-                                    impl_order, matching, ok_timing, plot_rep, representative,
-                                    size_label, slice_along, speedups)
+from bench.report.selection import (SHORT, SIZE_DIMS, STRUCTURE_DIMS, TIMING_PHASES, baseline_for,
+                                    cells_in, impl_order, matching, ok_timing, plot_rep,
+                                    representative, size_label, slice_along, speedups,
+                                    structure_label, structures_in)
 
 # Fixed palette slots: the registered and planned implementations keep their colour
 # whichever subset a run holds; any other name hashes into a second palette.
@@ -29,7 +30,9 @@ AXIS_LABELS = {"batch_size": "batch size B (sequences)", "seq_len": "sequence le
                "hidden_size": "hidden size H (units)", "input_size": "input size I (features)"}
 # file-name prefix -> the report's heading for those figures (the report embeds them in
 # this order; make_plots removes only files with these prefixes)
-FIGURES = (("cells", "Cells: what the gates cost"), ("throughput_", "Throughput"),
+FIGURES = (("cells", "Cells: what the gates cost"),
+           ("structures", "Structures: what more layers and a second direction cost"),
+           ("throughput_", "Throughput"),
            ("speedup_", "Speed-up over the torch baseline"),
            ("pct_peak", "Percent of peak"), ("memory", "Memory"),
            ("compile_", "First call (compile) time"), ("accuracy", "Accuracy vs throughput"))
@@ -257,8 +260,8 @@ def plot_accuracy(frame, out_dir: Path) -> list[Path]:
     if acc.empty or not rep:
         return []
     at = matching(train, rep)  # every cell at the representative size
-    points = acc[["impl", "cell", "test_accuracy"]].merge(at[["impl", "cell", "seq_per_s", "noisy"]],
-                                                          on=["impl", "cell"])
+    model = ["impl", "cell", *STRUCTURE_DIMS]  # at the representative (plain) structure
+    points = acc[[*model, "test_accuracy"]].merge(at[[*model, "seq_per_s", "noisy"]], on=model)
     if points.empty:
         return []
     several = points["cell"].nunique() > 1
@@ -292,6 +295,7 @@ def plot_compile(frame, out_dir: Path) -> list[Path]:
     rep = plot_rep(frame)
     rows = frame.dropna(subset=["compile_s"])
     rows = rows[rows["phase"].isin(TIMING_PHASES) & (rows["cell"] == rep.get("cell"))]
+    rows = matching(rows, {k: rep[k] for k in STRUCTURE_DIMS if k in rep})  # a model's own graphs
     if rows.empty or rows["seq_len"].nunique() < 2:
         return []
     phases = [p for p in TIMING_PHASES if (rows["phase"] == p).any()]
@@ -339,7 +343,35 @@ def plot_cells(frame, out_dir: Path) -> list[Path]:
     return [_save(fig, out_dir / "cells.png")]
 
 
-PLOTS = (plot_cells, plot_throughput, plot_speedup, plot_pct_peak, plot_memory, plot_compile,
+def plot_structures(frame, out_dir: Path) -> list[Path]:
+    """Per phase, each implementation's median at the representative size and cell for
+    every structure the run has (layers, directions): what depth and a second direction
+    cost, side by side in one run."""
+    rep = plot_rep(frame)
+    fixed = {k: v for k, v in rep.items() if k not in STRUCTURE_DIMS}
+    rows = matching(ok_timing(frame), fixed) if rep else frame.iloc[:0]
+    structures = structures_in(rows) if len(rows) else []
+    if len(structures) < 2:
+        return []
+    labels = [structure_label(*s).replace(" ", "\n") for s in structures]
+    phases = [p for p in TIMING_PHASES if (rows["phase"] == p).any()]
+    fig, axes = _figure(len(phases), width=4.6)
+    for ax, phase in zip(axes, phases):
+        sub = rows[rows["phase"] == phase]
+        for name in impl_order(sub):
+            mine = sub[sub["impl"] == name].drop_duplicates(list(STRUCTURE_DIMS), keep="last")
+            points = [(structures.index(s), r) for s in structures
+                      for _, r in matching(mine, dict(zip(STRUCTURE_DIMS, s))).iterrows()]
+            _series(ax, [i for i, _ in points], [r["median_s"] * 1e3 for _, r in points],
+                    [r["noisy"] is True for _, r in points], impl_color(name), label=name)
+        ax.set_xticks(range(len(structures)), labels)
+        _log_axis(ax)
+        _finish(ax, "layers and directions", "median ms per call (log)", phase, any(_noisy(sub)))
+    fig.suptitle(f"time per call by structure at {size_label(fixed)}, lower is better")
+    return [_save(fig, out_dir / "structures.png")]
+
+
+PLOTS = (plot_cells, plot_structures, plot_throughput, plot_speedup, plot_pct_peak, plot_memory, plot_compile,
          plot_accuracy)
 
 

@@ -1,7 +1,8 @@
 """Which rows a report shows, decided once for its tables and its plots alike: the ok
-timing rows, the implementations in their order, the one representative size the report
-quotes and the plots fix their other axes at, slices along a dimension, and speed-ups
-(ratios of medians measured in the same run).
+timing rows, the implementations in their order, the one representative size (and model
+structure) the report quotes and the plots fix their other axes at, slices along a
+dimension, and speed-ups (ratios of medians measured in the same run, of the same cell,
+structure and size).
 
 Works on the results frame alone (bench.results.load_run / load_runs), imports pandas
 only inside functions and nothing that measures.
@@ -16,6 +17,9 @@ GPU_BASELINE = "torch_cuda"  # a GPU-only run (the gpu preset): cuDNN's nn.RNN i
 SIZE_DIMS = ("batch_size", "seq_len", "input_size", "hidden_size")
 SHORT = {"batch_size": "B", "seq_len": "T", "input_size": "I", "hidden_size": "H"}
 CELL_ORDER = ("rnn_tanh", "lstm", "gru")  # the article's cell first: the one plots fix
+STRUCTURE_DIMS = ("num_layers", "bidirectional")
+PLAIN = (1, False)  # the article's model, one layer and one direction: the structure plots fix
+
 
 def ok_timing(frame):
     """Rows with a measured median: status ok, a timing phase (not accuracy)."""
@@ -24,13 +28,26 @@ def ok_timing(frame):
 
 def case_keys(frame) -> list[str]:
     """What identifies one measured case; `run` too, so concatenated runs never pair."""
-    return (["run"] if "run" in frame.columns else []) + ["cell", *SIZE_DIMS, "dtype", "threads", "phase"]
+    return ((["run"] if "run" in frame.columns else [])
+            + ["cell", *STRUCTURE_DIMS, *SIZE_DIMS, "dtype", "threads", "phase"])
 
 
 def cells_in(frame) -> list[str]:
     """The cells the frame holds, the article's rnn_tanh first."""
     present = set(frame["cell"])
     return [c for c in CELL_ORDER if c in present] + sorted(present - set(CELL_ORDER))
+
+
+def structures_in(frame) -> list[tuple[int, bool]]:
+    """The (num_layers, bidirectional) the frame holds: one direction before two, fewer
+    layers first, so the plain model leads."""
+    present = {(int(n), bool(b)) for n, b in zip(frame["num_layers"], frame["bidirectional"])}
+    return sorted(present, key=lambda s: (s[1], s[0]))
+
+
+def structure_label(num_layers: int, bidirectional: bool) -> str:
+    """'1-layer', '2-layer bidirectional'."""
+    return f"{int(num_layers)}-layer" + (" bidirectional" if bidirectional else "")
 
 
 def impl_order(frame) -> list[str]:
@@ -56,9 +73,10 @@ def _upper_median(values):
 
 def representative(frame) -> dict:
     """The one size the report quotes and the plots fix the other axes at: float32 if run,
-    the largest thread count, then the measured size nearest (in log distance) to the upper
-    median of each dimension among the sizes that the most implementations ran. The cell
-    is not part of it: tables quote every cell at this size; plots fix plot_cell()."""
+    the largest thread count, the plain model if run (else the simplest structure run),
+    then the measured size nearest (in log distance) to the upper median of each dimension
+    among the sizes that the most implementations ran. The cell is not part of it: tables
+    quote every cell at this size; plots fix plot_cell()."""
     rows = ok_timing(frame)
     if rows.empty:
         return {}
@@ -66,12 +84,15 @@ def representative(frame) -> dict:
     rows = rows[rows["dtype"] == dtype]
     threads = int(rows["threads"].max())
     rows = rows[rows["threads"] == threads]
+    structures = structures_in(rows)
+    structure = dict(zip(STRUCTURE_DIMS, PLAIN if PLAIN in structures else structures[0]))
+    rows = matching(rows, structure)
     target = {d: _upper_median(rows[d]) for d in SIZE_DIMS}
     sizes = rows.groupby(list(SIZE_DIMS))["impl"].nunique().rename("impls").reset_index()
     sizes["distance"] = [sum(abs(math.log(r[d] / target[d])) for d in SIZE_DIMS)
                          for _, r in sizes.iterrows()]
     best = sizes.sort_values(["impls", "distance"], ascending=[False, True]).iloc[0]
-    return {**{d: int(best[d]) for d in SIZE_DIMS}, "dtype": dtype, "threads": threads}
+    return {**structure, **{d: int(best[d]) for d in SIZE_DIMS}, "dtype": dtype, "threads": threads}
 
 
 def plot_cell(frame) -> str | None:
@@ -87,8 +108,13 @@ def plot_rep(frame) -> dict:
 
 
 def size_label(values: dict) -> str:
-    """'lstm, B=32 T=64 I=32 H=128, float32, 1 thread' for whichever keys are given."""
+    """'lstm, B=32 T=64 I=32 H=128, float32, 1 thread' for whichever keys are given; a
+    structure other than the plain model's is named after the cell ('lstm, 2-layer
+    bidirectional, B=32 ...'): a label without one is the plain model."""
     parts = [str(values["cell"])] if "cell" in values else []
+    structure = (values.get("num_layers", PLAIN[0]), values.get("bidirectional", PLAIN[1]))
+    if (int(structure[0]), bool(structure[1])) != PLAIN:
+        parts.append(structure_label(*structure))
     parts.append(" ".join(f"{SHORT[d]}={values[d]}" for d in SIZE_DIMS if d in values))
     if "dtype" in values:
         parts.append(str(values["dtype"]))

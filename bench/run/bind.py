@@ -35,9 +35,11 @@ class Phase:
 
 
 def bind_inputs(backend, case: Case, seed: int = 0) -> impls.Bound:
-    """The case's seeded params and inputs as native arrays, bound (checked once)."""
-    host = impls.init_params(case.input_size, case.hidden_size, case.num_classes,
-                             seed=seed, dtype=case.dtype, cell=case.cell)
+    """The case's seeded params (its cell and structure) and inputs as native arrays,
+    bound (checked once)."""
+    host = impls.init_params(case.input_size, case.hidden_size, case.num_classes, seed=seed,
+                             dtype=case.dtype, cell=case.cell, num_layers=case.num_layers,
+                             bidirectional=case.bidirectional)
     x = random_sequences(case.batch_size, case.seq_len, case.input_size, seed=seed,
                          dtype=np.dtype(case.dtype))  # (B, T, I)
     return backend.bind(backend.from_numpy(host), backend.asarray(x))

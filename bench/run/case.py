@@ -30,11 +30,12 @@ def oracle_error(backend, case: Case, expected: dict | None = None) -> float:
 
     params, x, dlogits = seeded_inputs(min(case.batch_size, ORACLE_MAX_BATCH), case.seq_len,
                                        case.input_size, case.hidden_size, case.num_classes,
-                                       seed=0, dtype=np.dtype(case.dtype), cell=case.cell)
+                                       seed=0, dtype=np.dtype(case.dtype), cell=case.cell,
+                                       num_layers=case.num_layers, bidirectional=case.bidirectional)
     # inference rows check inference (predict): a compiling backend then builds no
     # training graph here that a later train_step row would find already compiled
     grads = case.phase != "forward" and backend.supports_backward
-    key = (case.cell, x.shape, case.hidden_size, case.num_classes, case.dtype, grads)
+    key = (case.cell, case.structure(), x.shape, case.hidden_size, case.num_classes, case.dtype, grads)
     expected = {} if expected is None else expected
     if key not in expected:
         expected[key] = float64_logits_and_grads(params, x, dlogits if grads else None)
@@ -59,6 +60,8 @@ def run_case(backend, case: Case, peak_gflops: float, *, timing: dict | None = N
         return empty_row(case, "skipped", f"{case.impl} does not run {case.dtype}")
     if backend.cell_reason(case.cell):
         return empty_row(case, "skipped", backend.cell_reason(case.cell))
+    if backend.structure_reason(*case.structure()):
+        return empty_row(case, "skipped", backend.structure_reason(*case.structure()))
     if case.phase == "transfer" and backend.device == "cpu":
         return empty_row(case, "skipped", "runs in host memory: no host<->device copy to time")
     try:
@@ -79,8 +82,7 @@ def run_case(backend, case: Case, peak_gflops: float, *, timing: dict | None = N
         info = diagnostics(backend, phase, counted)
     except Exception as exc:
         notes.append(f"diagnostics failed: {type(exc).__name__}: {exc}".splitlines()[0])
-    work = analytic.phase_flops(case.phase, case.batch_size, case.seq_len, case.input_size,
-                                case.hidden_size, case.num_classes, case.cell)
+    work = analytic.phase_flops(case.phase, *case.size(), case.num_classes, case.cell, *case.structure())
     gflops = work / result.median / 1e9 if work else None
     row = empty_row(case, "ok")
     row.update(
@@ -90,9 +92,8 @@ def run_case(backend, case: Case, peak_gflops: float, *, timing: dict | None = N
         steps_per_s=case.batch_size * case.seq_len / result.median,
         gflops=gflops, pct_peak=100.0 * gflops / peak_gflops if (gflops and peak_gflops) else None,
         peak_gflops=peak_gflops, peak_mem_bytes=mem,
-        analytic_mem_bytes=analytic.activation_bytes(case.phase, case.batch_size, case.seq_len,
-                                                     case.input_size, case.hidden_size, case.dtype,
-                                                     case.cell),
+        analytic_mem_bytes=analytic.activation_bytes(case.phase, *case.size(), case.dtype, case.cell,
+                                                     *case.structure()),
         compile_s=result.compile_s, reason="; ".join(notes), **info)
     row[RAW_TIMES_FIELD] = list(result.times)
     return row

@@ -6,6 +6,7 @@ implementation or a failing case is a row (`unavailable` / `error`) and the swee
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -22,8 +23,7 @@ from bench.measure import machine
 from bench.measure import memory
 from bench.faults import crash_point
 from bench.measure.code import implementations_meta
-from bench.record import (ADDED_COLUMNS, KEY_COLUMNS, LEGACY_KEY_COLUMNS, TRACEBACK_FIELD,
-                          empty_row, row_key, upgrade_entry)
+from bench.record import KEY_COLUMNS, TRACEBACK_FIELD, empty_row, key_from_list
 from bench.results import (DAMAGED_SUFFIX, RESULTS_CSV, RUN_FILES, RowWriter, done_keys,
                            drop_rows_to_retry, read_meta, reconcile_raw_times,
                            set_aside_damaged, write_meta)
@@ -53,17 +53,16 @@ def skip_reason(case: Case, peak_gflops: float, max_case_s: float) -> str | None
     """Why `case` cannot fit this machine, decided before it runs; None if it fits."""
     # backward is costed as a whole train step: its setup runs a forward too
     costed_as = {"backward": "train_step"}.get(case.phase, case.phase)
-    work = analytic.phase_flops(costed_as, case.batch_size, case.seq_len, case.input_size,
-                                case.hidden_size, case.num_classes, case.cell)
+    work = analytic.phase_flops(costed_as, *case.size(), case.num_classes, case.cell, *case.structure())
     estimate_s = CALLS_PER_CASE * work / (ASSUMED_EFFICIENCY * peak_gflops * 1e9)
     if estimate_s > max_case_s:
         return (f"estimated {estimate_s:.0f} s for this case (at {ASSUMED_EFFICIENCY:.0%} of the "
                 f"{peak_gflops:.0f} GFLOP/s peak) exceeds --max-case-s {max_case_s:.0f}")
     # training keeps ~3 activation sets alive (states, scratch, copies); params + Adam x4
-    need = 3 * analytic.activation_bytes("train_step", case.batch_size, case.seq_len, case.input_size,
-                                         case.hidden_size, case.dtype, case.cell)
-    need += 4 * analytic.num_params(case.input_size, case.hidden_size, case.num_classes,
-                                    case.cell) * np.dtype(case.dtype).itemsize
+    need = 3 * analytic.activation_bytes("train_step", *case.size(), case.dtype, case.cell,
+                                         *case.structure())
+    need += 4 * analytic.num_params(case.input_size, case.hidden_size, case.num_classes, case.cell,
+                                    *case.structure()) * np.dtype(case.dtype).itemsize
     have = available_memory_bytes()
     if have and need > MEMORY_HEADROOM * have:
         return f"needs ~{need / 2**30:.1f} GiB, more than {MEMORY_HEADROOM:.0%} of the {have / 2**30:.1f} GiB available"
@@ -112,7 +111,7 @@ class _Sweep:
         return self.peaks[(dtype, threads, kind)]
 
     def max_err(self, backend, case: Case) -> float | None:
-        key = (case.impl, case.cell, case.size(), case.dtype, case.phase == "forward")
+        key = (case.impl, case.cell, case.structure(), case.size(), case.dtype, case.phase == "forward")
         if key not in self.errors:
             try:
                 self.errors[key] = oracle_error(backend, case, self.expected)
@@ -143,18 +142,20 @@ class _Sweep:
 
 
 def accuracy_rows(state: _Sweep, grid: Grid, names: list[str], epochs: int,
-                  cell: str = "rnn_tanh") -> list[dict]:
-    """Test accuracy and time-to-accuracy of `cell` on digits with a fixed epoch budget,
-    per implementation in `names`; forward-only ones evaluate weights trained by the first
-    trainable one before them (numpy, in registry order)."""
+                  cell: str = "rnn_tanh", num_layers: int = 1, bidirectional: bool = False) -> list[dict]:
+    """Test accuracy and time-to-accuracy of the `cell` model of this structure on digits
+    with a fixed epoch budget, per implementation in `names`; forward-only ones evaluate
+    weights trained by the first trainable one before them (numpy, in registry order)."""
     from bench.train.data import load_digits_rows
     from bench.train.loop import TrainConfig, evaluate, train
 
     dataset = load_digits_rows()
-    config = TrainConfig(epochs=epochs, patience=epochs, cell=cell)
+    config = TrainConfig(epochs=epochs, patience=epochs, cell=cell, num_layers=num_layers,
+                         bidirectional=bidirectional)
     threads = min(grid.threads)
     case = Case("", "accuracy", config.batch_size, dataset.seq_len, dataset.input_size,
-                config.hidden_size, config.dtype, threads, dataset.num_classes, cell=cell)
+                config.hidden_size, config.dtype, threads, dataset.num_classes, cell=cell,
+                num_layers=num_layers, bidirectional=bidirectional)
     rows, reference_params = [], None
     for name in names:
         this = replace(case, impl=name)
@@ -162,7 +163,8 @@ def accuracy_rows(state: _Sweep, grid: Grid, names: list[str], epochs: int,
         if isinstance(backend, Exception):
             rows.append(empty_row(this, "unavailable", str(backend)))
             continue
-        skipped = backend.cell_reason(cell) or grid.compile_skip(cell, impls.entry(name).compile_heavy)
+        skipped = (backend.cell_reason(cell) or backend.structure_reason(num_layers, bidirectional)
+                   or grid.compile_skip(cell, impls.entry(name).compile_heavy))
         if skipped:
             rows.append(empty_row(this, "skipped", skipped))
             continue
@@ -204,10 +206,8 @@ class _Attempts:
         if self.path.exists():
             try:
                 previous = json.loads(self.path.read_text())
-                key = list(previous["key"])
-                if len(key) == len(KEY_COLUMNS) - len(ADDED_COLUMNS):  # written before the cell column
-                    key = list(row_key(upgrade_entry(dict(zip(LEGACY_KEY_COLUMNS, key)))))
-                self.previous = (tuple(key), int(previous["attempts"]))
+                # a key written by an older version has fewer columns (bench.record)
+                self.previous = (key_from_list(list(previous["key"])), int(previous["attempts"]))
             except (ValueError, KeyError, TypeError) as exc:  # damaged: the count is lost, not the run
                 aside = self.path.with_name(self.path.name + DAMAGED_SUFFIX)
                 os.replace(self.path, aside)
@@ -290,7 +290,9 @@ def _run_cases(out: Path, grid: Grid, cases, done, meta, attempts, registered, *
     try:
         bar = tqdm(cases, unit="case", file=sys.stderr, disable=not progress)
         for case in bar:
-            bar.set_description(f"{case.impl} {case.cell} {case.phase} B{case.batch_size} "
+            structure = ("" if case.structure() == (1, False) else
+                         f"L{case.num_layers}{'-bi' if case.bidirectional else ''} ")
+            bar.set_description(f"{case.impl} {case.cell} {structure}{case.phase} B{case.batch_size} "
                                 f"T{case.seq_len} H{case.hidden_size}")
             if attempts.start(case) > MAX_ATTEMPTS:
                 row = empty_row(case, "error", f"the process died in this case {MAX_ATTEMPTS} times "
@@ -301,10 +303,11 @@ def _run_cases(out: Path, grid: Grid, cases, done, meta, attempts, registered, *
             attempts.done()
         if grid.accuracy:
             keys = [dict(zip(KEY_COLUMNS, key)) for key in done]
-            for cell in grid.cell:
-                finished = {k["impl"] for k in keys if k["phase"] == "accuracy" and k["cell"] == cell}
+            for cell, (layers, bidirectional) in itertools.product(grid.cell, grid.structures()):
+                finished = {k["impl"] for k in keys if k["phase"] == "accuracy" and k["cell"] == cell
+                            and (k["num_layers"], k["bidirectional"]) == (layers, bidirectional)}
                 wanted = [n for n in (grid.impls or registered) if n not in finished]
-                for row in accuracy_rows(state, grid, wanted, accuracy_epochs, cell):
+                for row in accuracy_rows(state, grid, wanted, accuracy_epochs, cell, layers, bidirectional):
                     writer.write(row)
         meta["finished"] = machine.now()
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""pytest-benchmark suites: forward and train_step per implementation x cell x a few sizes.
+"""pytest-benchmark suites: forward and train_step per implementation x cell x a few sizes,
+and a stacked bidirectional model (2 layers, both directions) at the article's size.
 
 The same rules as the harness: inputs converted once outside the timed function, a
 warm-up call (JIT, first allocations) before timing, sync() inside it, one thread.
@@ -21,22 +22,29 @@ pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installe
 # and a GEMM-bound size
 SIZES = {"B1-T16-H64": (1, 16, 32, 64), "B32-T64-H128": (32, 64, 32, 128),
          "B64-T32-H512": (64, 32, 32, 512)}
+# (size, (num_layers, bidirectional)): every size of the plain model, the structured one at
+# the article's size only (each structure is more graphs for a compiling backend)
+MODELS = [pytest.param(size, (1, False), id=label) for label, size in SIZES.items()] + [
+    pytest.param(SIZES["B32-T64-H128"], (2, True), id="B32-T64-H128-L2-bi")]
 
 
-@pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
+@pytest.mark.parametrize("size, structure", MODELS)
 @pytest.mark.parametrize("phase", ["forward", "train_step"])
 @pytest.mark.parametrize("cell", list(impls.CELLS))
 @pytest.mark.parametrize("name", impl_params())
-def test_phase(benchmark, name, cell, phase, size):
+def test_phase(benchmark, name, cell, phase, size, structure):
     backend = backend_or_skip(name)
     if phase == "train_step" and not backend.supports_backward:
         pytest.skip(f"{name} is forward-only")
-    if backend.cell_reason(cell):
-        pytest.skip(backend.cell_reason(cell))
-    case = Case(name, phase, *size, cell=cell)
-    benchmark.group = f"{cell} {phase} B{size[0]} T{size[1]} I{size[2]} H{size[3]}"
-    benchmark.extra_info.update(impl=name, cell=cell, device=backend.device, threads=1,
-                                flops=phase_flops(phase, *size, cell=cell))
+    reason = backend.cell_reason(cell) or backend.structure_reason(*structure)
+    if reason:
+        pytest.skip(reason)
+    case = Case(name, phase, *size, cell=cell, num_layers=structure[0], bidirectional=structure[1])
+    model = "" if structure == (1, False) else f" L{structure[0]}{'-bi' if structure[1] else ''}"
+    benchmark.group = f"{cell}{model} {phase} B{size[0]} T{size[1]} I{size[2]} H{size[3]}"
+    benchmark.extra_info.update(impl=name, cell=cell, num_layers=structure[0], bidirectional=structure[1],
+                                device=backend.device, threads=1,
+                                flops=phase_flops(phase, *size, 10, cell, *structure))
     with use_threads(1):
         work = make_phase(backend, case)
 
