@@ -19,6 +19,7 @@ import numpy as np
 
 import impls
 from bench.spec import CELLS, DTYPES, PHASES, PRESETS
+from bench.study import command as study_command
 
 EXIT_FAILED_CHECK = 1
 EXIT_USAGE = 2
@@ -429,11 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="allow more threads than cores available")
     prof.add_argument("--out", default="profiles", metavar="DIR",
                       help="where the pstats / Chrome trace files go (default profiles/)")
+    study_command.add_parser(sub)
     return parser
 
 
 COMMANDS = {"list": cmd_list, "check": cmd_check, "train": cmd_train, "evaluate": cmd_evaluate,
-            "sweep": cmd_sweep, "report": cmd_report, "profile": cmd_profile}
+            "sweep": cmd_sweep, "report": cmd_report, "profile": cmd_profile,
+            "study": study_command.cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -446,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        hint = " (finished rows are saved: continue with --resume)" if args.command == "sweep" else ""
+        hint = (" (finished rows are saved: continue with --resume)"
+                if args.command in ("sweep", "study") else "")
         print(f"rnnbench: interrupted{hint}", file=sys.stderr)
         return 130
     except (ValueError, impls.Unavailable, OSError, FloatingPointError) as exc:

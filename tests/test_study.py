@@ -135,3 +135,15 @@ def test_report_of_a_real_tiny_run_has_the_claim_table_plot_and_verdict(tmp_path
     assert text.count("\n| cell H=") == 0 and "| rnn_tanh H=32 | 2 |" in text
     index = report.write_index(tmp_path)
     assert "## Hidden size" in index.read_text()
+
+
+def test_the_command_runs_a_study_reports_it_and_resumes(tmp_path, capsys):
+    from bench.cli import main
+
+    args = ["study", "optimisation", "--epochs", "1", "--seeds", "1", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    report_path = tmp_path / "optimisation" / report.REPORT_NAME
+    assert "**Verdict:**" in report_path.read_text() and "1 epochs each (default 30)" in report_path.read_text()
+    assert main(args) == 2 and "--resume" in capsys.readouterr().err  # never overwrites a run
+    assert main(args + ["--resume"]) == 0  # nothing missing: nothing runs, the report is rewritten
+    assert len(pd.read_csv(tmp_path / "optimisation" / run.CSV_NAME)) == len(STUDIES["optimisation"].settings)
