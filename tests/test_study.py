@@ -147,3 +147,16 @@ def test_the_command_runs_a_study_reports_it_and_resumes(tmp_path, capsys):
     assert main(args) == 2 and "--resume" in capsys.readouterr().err  # never overwrites a run
     assert main(args + ["--resume"]) == 0  # nothing missing: nothing runs, the report is rewritten
     assert len(pd.read_csv(tmp_path / "optimisation" / run.CSV_NAME)) == len(STUDIES["optimisation"].settings)
+
+
+def test_trainings_in_worker_processes_give_the_rows_of_one_process(tmp_path):
+    """--jobs 2: the same rows (one writer, any order) as one process, seed for seed."""
+    study = tiny(STUDIES["optimisation"], 2)
+    run.run_study(study, tmp_path / "one", seeds=2, epochs=1, jobs=1)
+    run.run_study(study, tmp_path / "two", seeds=2, epochs=1, jobs=2)
+    key = ["label", "seed"]
+    one = pd.read_csv(tmp_path / "one" / study.name / run.CSV_NAME).sort_values(key).reset_index(drop=True)
+    two = pd.read_csv(tmp_path / "two" / study.name / run.CSV_NAME).sort_values(key).reset_index(drop=True)
+    assert len(one) == 4
+    pd.testing.assert_series_equal(one["test_accuracy"], two["test_accuracy"])
+    assert run.default_jobs(STUDIES["optimisation"]) == 1  # timed: never shares the machine by default

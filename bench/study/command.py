@@ -24,7 +24,10 @@ def add_parser(sub) -> None:
                             "steps, never fewer settings; the report states it)")
     study.add_argument("--out", default=DEFAULT_OUT, help=f"run folder (default {DEFAULT_OUT}); "
                                                           "each study writes OUT/NAME/")
-    study.add_argument("--threads", type=int, default=1, help="BLAS/torch threads (default 1)")
+    study.add_argument("--threads", type=int, default=1, help="BLAS/torch threads per training (default 1)")
+    study.add_argument("--jobs", type=int, default=None,
+                       help="trainings at once (default: one per core for the accuracy-only studies, "
+                            "1 for optimisation and hidden, whose seconds are measured)")
     study.add_argument("--resume", action="store_true",
                        help="run only the setting x seed rows missing from an existing folder")
     study.add_argument("--quiet", action="store_true", help="no per-row progress lines")
@@ -34,8 +37,8 @@ def cmd_study(args) -> int:
     from bench.study.report import write_index, write_report
     from bench.study.run import run_study
 
-    if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
-        raise ValueError("--seeds and --epochs must be >= 1")
+    if args.seeds < 1 or any(v is not None and v < 1 for v in (args.epochs, args.jobs)):
+        raise ValueError("--seeds, --epochs and --jobs must be >= 1")
     names = list(STUDIES) if args.name == "all" else [args.name]
     start = time.perf_counter()
 
@@ -47,7 +50,7 @@ def cmd_study(args) -> int:
 
     for name in names:
         run_study(STUDIES[name], args.out, impl=args.impl, seeds=args.seeds, epochs=args.epochs,
-                  resume=args.resume, threads=args.threads, progress=progress)
+                  resume=args.resume, threads=args.threads, jobs=args.jobs, progress=progress)
         print(f"{name}: {write_report(Path(args.out) / name)}")
     if args.name == "all":
         print(f"all studies: {write_index(Path(args.out))}")

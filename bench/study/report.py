@@ -187,7 +187,10 @@ def section(folder: Path, level: int = 1, draw: bool = True) -> str:
     ran = (f"{len(study.settings)} settings x {meta['seeds']} seeds with `{meta['impl']}`, "
            f"{meta['epochs']} epochs each (default {meta['default_epochs']})"
            + ("" if not study.fixed_budget else ", early stopping off unless the setting turns it on")
-           + f", {meta['threads']} thread(s); base config {meta['base']}")
+           + f", {meta['threads']} thread(s) per training, {meta.get('jobs', 1)} training(s) at once"
+           + ("" if meta.get("jobs", 1) == 1 or not study.timed else
+              " (seconds then shared the machine: compare them within this run only)")
+           + f"; base config {meta['base']}")
     if missing > 0:
         ran += f". **Incomplete: {missing} row(s) missing** (rnnbench study {study.name} --resume)"
     hashes = "#" * level

@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
@@ -141,9 +143,18 @@ def run_setting(study: Study, setting: Setting, fields: dict, seed: int, backend
     return row
 
 
+def default_jobs(study: Study) -> int:
+    """Trainings run at once: one per available core for studies that report accuracy only;
+    one for studies that report seconds (optimisation, hidden), whose timings would
+    otherwise share the machine with another training."""
+    return 1 if study.timed else machine.cores_available()
+
+
 def run_study(study: Study, out, *, impl: str = "numpy", seeds: int = 3, epochs: int | None = None,
-              resume: bool = False, threads: int = 1, progress=None) -> Path:
-    """Run every setting x seed of `study` not yet in out/NAME/study.csv -> that folder."""
+              resume: bool = False, threads: int = 1, jobs: int | None = None, progress=None) -> Path:
+    """Run every setting x seed of `study` not yet in out/NAME/study.csv -> that folder.
+    `jobs` > 1 trains that many settings at once in worker processes (each with `threads`
+    threads); this process stays the only writer of the CSV."""
     folder = study_dir(Path(out), study)
     path = folder / CSV_NAME
     if path.exists() and not resume:
@@ -151,30 +162,68 @@ def run_study(study: Study, out, *, impl: str = "numpy", seeds: int = 3, epochs:
     backend = impls.get(impl)
     if not backend.supports_backward:
         raise ValueError(f"{impl} is forward-only and cannot train")
+    jobs = default_jobs(study) if jobs is None else jobs
     folder.mkdir(parents=True, exist_ok=True)
     with RunLock(folder, {"command": sys.argv, "started": machine.now()}):
-        _write_meta(folder, study, impl, seeds, epochs, threads)
+        _write_meta(folder, study, impl, seeds, epochs, threads, jobs)
         done = done_keys(path)
+        todo = [(setting, fields, seed) for setting, fields in study.configs(epochs)
+                for seed in range(seeds) if (setting.label, seed) not in done]
         writer = _Writer(path)
         try:
-            with machine.use_threads(threads):
-                for setting, fields in study.configs(epochs):
-                    for seed in range(seeds):
-                        if (setting.label, seed) in done:
-                            continue
-                        tic = time.perf_counter()
-                        row = run_setting(study, setting, fields, seed, backend)
-                        writer.write(row)
-                        if progress:
-                            progress(row, time.perf_counter() - tic)
+            for row, seconds in _results(study, todo, impl, threads, jobs):
+                writer.write(row)
+                if progress:
+                    progress(row, seconds)
         finally:
             writer.close()
     return folder
 
 
-def _write_meta(folder: Path, study: Study, impl: str, seeds: int, epochs: int | None, threads: int):
+def _results(study: Study, todo: list, impl: str, threads: int, jobs: int):
+    """(row, wall seconds) of every (setting, fields, seed) in `todo`, as each finishes."""
+    if jobs <= 1 or len(todo) <= 1:
+        with machine.use_threads(threads):
+            for setting, fields, seed in todo:
+                yield _timed_row(study, setting, fields, seed, impl)
+        return
+    # spawn, not fork: a forked BLAS thread pool can deadlock the child
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(_timed_row, study, setting, fields, seed, impl)
+                   for setting, fields, seed in todo]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+_BACKENDS: dict = {}
+
+
+def _start_worker(threads: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)  # for the worker's whole life
+    torch = sys.modules.get("torch")
+    if torch:
+        torch.set_num_threads(threads)
+
+
+def _timed_row(study, setting, fields, seed, impl) -> tuple[dict, float]:
+    backend = _BACKENDS.get(impl) or _BACKENDS.setdefault(impl, impls.get(impl))
+    tic = time.perf_counter()
+    row = run_setting(study, setting, fields, seed, backend)
+    return row, time.perf_counter() - tic
+
+
+def _write_meta(folder: Path, study: Study, impl: str, seeds: int, epochs: int | None, threads: int,
+                jobs: int):
     """What was run (the budget, seeds, settings) and where: the report states it."""
-    meta = {"study": study.name, "impl": impl, "seeds": seeds, "threads": threads,
+    meta = {"study": study.name, "impl": impl, "seeds": seeds, "threads": threads, "jobs": jobs,
             "epochs": study.epochs if epochs is None else epochs, "default_epochs": study.epochs,
             "base": study.base, "settings": [{"label": s.label, "task": asdict(s.task),
                                               "config": s.config} for s in study.settings],
