@@ -184,16 +184,23 @@ FLAGS = {  # flag -> strategy of its value (None: a switch)
     "--out": st.sampled_from(["OUT/run", "OUT/run", "OUT"]), "--max-case-s": st.sampled_from(["1", "-1", "a"]),
     "--resume": None, "--force": None, "--no-accuracy": None, "--quiet": None, "--report": None,
     "--allow-oversubscribe": None,
+    "--num-layers": INT_TEXT, "--bidirectional": None,
+    "--dropout": st.sampled_from(["0", "0.3", "1", "-0.1", "x"]),
+    "--weight-decay": st.sampled_from(["0", "1e-5", "-1", "x"]),
+    "--clip-norm": st.sampled_from(["0", "1", "-1", "x"]), "--patience": INT_TEXT,
+    "--schedule": st.sampled_from(["cosine", "step", "constant", "nope"]), "--warmup": INT_TEXT,
 }
 COMMAND_FLAGS = {  # each command's own flags (bench.cli.build_parser)
     "train": ("--impl", "--cell", "--dataset", "--seed", "--dtype", "--hidden-size", "--epochs", "--lr",
-              "--optimizer", "--batch-size", "--save", "--quiet"),
+              "--optimizer", "--batch-size", "--save", "--quiet", "--num-layers", "--bidirectional",
+              "--dropout", "--weight-decay", "--clip-norm", "--patience", "--schedule", "--warmup"),
     "evaluate": ("--impl", "--cell", "--dataset", "--seed", "--dtype", "--params"),
     "sweep": ("--preset", "--config", "--impl", "--cell", "--phase", "--batch-size", "--hidden-size", "--seq-len",
               "--input-size", "--threads", "--dtype", "--out", "--resume", "--force", "--max-case-s",
-              "--no-accuracy", "--allow-oversubscribe", "--report", "--quiet"),
+              "--no-accuracy", "--allow-oversubscribe", "--report", "--quiet", "--num-layers",
+              "--bidirectional"),
     "profile": ("--impl", "--cell", "--batch-size", "--seq-len", "--input-size", "--hidden-size", "--dtype",
-                "--threads", "--out", "--allow-oversubscribe"),
+                "--threads", "--out", "--allow-oversubscribe", "--num-layers", "--bidirectional"),
     "report": (), "frobnicate": (),
 }
 
