@@ -35,6 +35,16 @@ does not pay. Inside the kernels:
   At B=32 the gated cells are GEMM-bound and numba's BLAS is scipy's: its OpenBLAS
   (0.3.30 here) ran the step's (32, 128) @ (128, 512) in 90 us against numpy's OpenBLAS
   (0.3.31) 65 us, which is why the lead there is smaller than at B=1.
+- Stacked and bidirectional models, and dropout (of any model), run impls.reference's
+  stack_forward / stack_backward over per-layer kernels (_LAYERS): one compiled call per
+  layer-direction, the same code the fused kernels inline (_*_states, _*_bptt), with the
+  reversal within each length, the concatenation, the masks and the head in numpy between
+  the calls. The backward of a layer takes the gradient from the layer above (dout) and
+  gives its input gradient (dxs) block by block, as GEMMs like the weight gradients.
+  Predict keeps every layer's states (O(T*B*H), not the plain predict's ring). Against
+  numpy (2 layers, bidirectional, dropout 0.2, float32, T=64 I=32 H=128, best of 15 on
+  the loaded VM): B=32 forward / forward+backward lstm 1.5x / 1.65x faster, gru 1.2x /
+  1.4x, rnn_tanh 1.15x / 1.0x; B=1 lstm 3.4x / 3.3x, gru 3.6x / 3.8x, rnn_tanh 2.3x / 2.1x.
 - No prange. The harness pins 1 thread, where prange runs serially; with more threads,
   OpenBLAS called inside numba's OpenMP region prints "Detect OpenMP Loop and this
   application may hang" (seen here), and parallel=True made compiling 2-3x slower. With
@@ -47,7 +57,10 @@ here: a first train step 6.9 s cold vs 0.25 s cached, a first predict in a fresh
 4.5 s vs 0.15 s (tests/test_numba_backend.py checks the second process is >= 3x faster).
 Each cell has its own kernels, compiled on its first use; lstm's and gru's take about as
 long as rnn_tanh's (side by side in fresh processes, CPU time of a first float32 train
-step: 17 s lstm, 18 s gru, 16 s rnn_tanh on the loaded VM above; 0.4 s each cached).
+step: 17 s lstm, 18 s gru, 16 s rnn_tanh on the loaded VM above; 0.4 s each cached). A
+first stacked or bidirectional train step then compiles the per-layer kernels around the
+already compiled recurrence, 5-6 s more, and its predict nothing (one compiled signature
+per dtype serves every layer and structure: absent optional arrays are empty, not None).
 
 Shapes: B batch_size, T seq_len, I input_size, H hidden_size, C num_classes.
 """
@@ -57,8 +70,10 @@ import math
 
 import numpy as np
 
+from . import reference
 from .base import HostArrayBackend, Unavailable, require_cpu
-from .params import CELLS, cell_fast, param_names
+from .params import (CELLS, RECURRENT_NAMES, cell_fast, is_plain, param_names,
+                     structure_of)
 
 try:
     import numba
@@ -79,6 +94,12 @@ LOOP_MAX_BATCH = 8
 BLOCK_BYTES = 256 * 1024
 _FASTMATH = {"contract", "nsz"}
 _JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
+# The parts shared by a fused plain kernel and the per-layer calls of a stacked model
+# (_*_states, _*_bptt and their helpers) are inlined at numba-IR level into the fused
+# kernels, which so compile as one function as before: as separate functions, each level
+# of calls re-optimised its callees' linked code (CPU time of compiling a first float32
+# lstm train step, fresh cache: 26 s, against 18 s inlined and 17-20 s before the split).
+_INLINE = dict(_JIT, inline="always")
 
 # --- tanh ---------------------------------------------------------------------------------
 # float32: the [13/6] rational minimax of Eigen's generic_fast_tanh_float (their
@@ -244,12 +265,22 @@ def _forward_kernel(x, W_xh, W_hh, b_h, W_hy, b_y, lengths, block_steps):
     """-> logits (B, C), xs (T*B, I) = x time-major, states (T+1, B, H) with states[t] = h_t
     (h_0 = 0), h_last (B, H): what backward needs."""
     B, T, I = x.shape
-    H = W_hh.shape[0]
     xs = np.empty((T * B, I), x.dtype)  # (T*B, I): row t*B + b is x[b, t]
-    states = np.empty((T + 1, B, H), x.dtype)  # (T+1, B, H)
+    h_last, states = _tanh_states(x, xs, W_xh, W_hh, b_h, lengths, block_steps)
+    return _head(h_last, W_hy, b_y), xs, states, h_last
+
+
+@njit(**_INLINE)
+def _tanh_states(x, xs, W_xh, W_hh, b_h, lengths, block_steps):
+    """One layer-direction's forward, keeping what its backward needs: -> h_last (B, H),
+    states (T+1, B, H). x (B, T, I) is gathered into xs (T*B, I) on the way; an empty x
+    means xs holds the time-major input rows already (a layer of a stacked model)."""
+    B, H = lengths.shape[0], W_hh.shape[1]
+    T = xs.shape[0] // B
+    states = np.empty((T + 1, B, H), xs.dtype)  # (T+1, B, H)
     states[0] = 0.0
     h_last = _recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, True, block_steps)
-    return _head(h_last, W_hy, b_y), xs, states, h_last
+    return h_last, states
 
 
 @njit(**_JIT)
@@ -271,19 +302,35 @@ def _head(h_last, W_hy, b_y):  # the classifier on the selected states
     return logits
 
 
+@njit(**_INLINE)
+def _head_backward(dlogits, h_last, W_hy):
+    """-> dW_hy (C, H), db_y (C,), dL/dh at each sequence's last step (B, H)."""
+    return np.dot(dlogits.T, h_last), dlogits.sum(axis=0), np.dot(dlogits, W_hy)
+
+
+@njit(**_INLINE)
+def _steps_of(x, xs, B):
+    """(gather, T): whether x (B, T, I) is to be gathered into xs block by block, and T.
+    An empty x: xs holds all T steps' time-major rows already (then keep is True)."""
+    if x.shape[0] == 0:
+        return False, xs.shape[0] // B
+    return True, x.shape[1]
+
+
 @njit(**_JIT)
 def _recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, keep, block_steps):
     """h_t = tanh(x_t W_xh^T + h_{t-1} W_hh^T + b_h), t = 1..T. keep: h_t into states[t]
     and x time-major into xs (T*B, I); else a ring of two states and a one-block xs.
     Blocks of block_steps steps (see _block_steps). -> h_last (B, H): h at step lengths[b]."""
-    B, T, I = x.shape
-    H = W_hh.shape[0]
-    h_last = np.empty((B, H), x.dtype)
-    pbuf = np.empty((block_steps * B, H), x.dtype)  # (block_steps*B, H): a block's input projections
+    B, H = states.shape[1], states.shape[2]
+    gather, T = _steps_of(x, xs, B)
+    h_last = np.empty((B, H), xs.dtype)
+    pbuf = np.empty((block_steps * B, H), xs.dtype)  # (block_steps*B, H): input projections
     for t0 in range(0, T, block_steps):
         n = min(block_steps, T - t0)
         rows = xs[t0 * B:(t0 + n) * B] if keep else xs[:n * B]  # (n*B, I)
-        _gather_steps(x, t0, n, rows)
+        if gather:
+            _gather_steps(x, t0, n, rows)
         np.dot(rows, W_xh.T, pbuf[:n * B])  # one GEMM for the block's inputs
         for s in range(n):
             t = t0 + s
@@ -299,16 +346,51 @@ def _recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, keep, block_steps):
 
 
 @njit(**_JIT)
-def _backward_kernel(W_hh, W_hy, xs, states, h_last, lengths, dlogits, block_steps):
-    """Gradients of sum(logits * dlogits): (dW_xh, dW_hh, db_h, dW_hy, db_y). Only dh is
-    carried back through time; each block's pre-activation gradients then enter the weight
-    gradients as GEMMs. Reads the cache, writes only fresh arrays: repeatable."""
+def _backward_kernel(W_xh, W_hh, W_hy, xs, states, h_last, lengths, dlogits, block_steps):
+    """Gradients of sum(logits * dlogits): (dW_xh, dW_hh, db_h, dW_hy, db_y)."""
+    dW_hy, db_y, dh_head = _head_backward(dlogits, h_last, W_hy)
+    dout, dxs = _one_layer(xs)
+    dW_xh, dW_hh, db_h = _tanh_bptt(W_xh, W_hh, xs, states, dh_head, lengths, dout, dxs,
+                                    block_steps)
+    return dW_xh, dW_hh, db_h, dW_hy, db_y
+
+
+@njit(**_INLINE)
+def _one_layer(xs):
+    """(dout, dxs) of the one layer of a plain model: nothing from a layer above, no input
+    gradient wanted. Empty arrays, not None: one compiled signature of each _*_bptt serves
+    the plain kernels and every layer of a stacked model."""
+    return np.empty((0, 0, 0), xs.dtype), np.empty((0, 0), xs.dtype)
+
+
+@njit(**_INLINE)
+def _into_step(dh, t, dh_head, lengths, dout):
+    """dh (B, H) += what reaches h_t from outside the recurrence: the head's gradient
+    dh_head (B, H) at each sequence's last step lengths[b], and dout[t] (dout (T, B, H): the
+    gradient from the layer above). Either is empty when there is none."""
+    B, H = dh.shape
+    if dh_head.shape[0] > 0:
+        for b in range(B):
+            if lengths[b] == t + 1:  # the head read h_t of this sequence
+                for j in range(H):
+                    dh[b, j] += dh_head[b, j]
+    if dout.shape[0] > 0:
+        above = dout[t]  # (B, H)
+        for b in range(B):
+            for j in range(H):
+                dh[b, j] += above[b, j]
+
+
+@njit(**_INLINE)
+def _tanh_bptt(W_xh, W_hh, xs, states, dh_head, lengths, dout, dxs, block_steps):
+    """One layer-direction's BPTT -> (dW_xh, dW_hh, db_h), from the gradients that reach
+    its states from outside (_into_step: dh_head, dout). Only dh is carried back through
+    time; each block's pre-activation gradients then enter the weight gradients as GEMMs,
+    and when dxs (T*B, I) is not empty, dL/dxs = da W_xh (a layer above the first). Reads
+    the cache, writes only fresh arrays and dxs: repeatable."""
     T, B, H = states.shape[0] - 1, states.shape[1], states.shape[2]
     I = xs.shape[1]
     one = xs.dtype.type(1.0)  # typed: a float literal would promote float32 to float64
-    dW_hy = np.dot(dlogits.T, h_last)  # (C, H)
-    db_y = dlogits.sum(axis=0)  # (C,)
-    dh_head = np.dot(dlogits, W_hy)  # (B, H): dL/dh at each sequence's last step
     W_hh_T = np.ascontiguousarray(W_hh.T)  # (H, H): da W_hh = da (W_hh^T)^T for _matmul_nt
     dW_xh, dW_hh = np.zeros((H, I), xs.dtype), np.zeros((H, H), xs.dtype)
     db_h = np.zeros(H, xs.dtype)
@@ -321,20 +403,29 @@ def _backward_kernel(W_hh, W_hy, xs, states, h_last, lengths, dlogits, block_ste
             t = t0 + s
             da = dbuf[s * B:(s + 1) * B]  # (B, H)
             h = states[t + 1]
+            _into_step(dh, t, dh_head, lengths, dout)
             for b in range(B):
-                if lengths[b] == t + 1:  # the head read h_t of this sequence
-                    for j in range(H):
-                        dh[b, j] += dh_head[b, j]
                 for j in range(H):
                     da[b, j] = dh[b, j] * (one - h[b, j] * h[b, j])  # tanh' = 1 - tanh^2
                     db_h[j] += da[b, j]
             if t > 0:  # h_0 is a constant zero: no gradient flows into it
                 _matmul_nt(da, W_hh_T, dh_prev)  # dL/dh_{t-1} = da W_hh
                 dh, dh_prev = dh_prev, dh
-        rows = dbuf[:n * B].T  # (H, n*B); xs and states are time-major: slices, no copies
-        dW_xh += np.dot(rows, xs[t0 * B:t1 * B])  # (H, I)
-        dW_hh += np.dot(rows, states[t0:t1].reshape(n * B, H))  # (H, H): h_{t-1} rows
-    return dW_xh, dW_hh, db_h, dW_hy, db_y
+        _block_gradients(dbuf[:n * B], dbuf[:n * B], xs, states, t0, t1, dW_xh, dW_hh, W_xh, dxs)
+    return dW_xh, dW_hh, db_h
+
+
+@njit(**_INLINE)
+def _block_gradients(dpre, dhw, xs, states, t0, t1, dW_xh, dW_hh, W_xh, dxs):
+    """A block's [t0, t1) time-major gate gradients (n*B, G*H) into the weight gradients:
+    dpre w.r.t. x W_xh^T + b_h into dW_xh (G*H, I), dhw w.r.t. h W_hh^T into dW_hh (G*H, H)
+    (the same array but for gru), and dpre W_xh into dxs's rows when dxs is not empty."""
+    n, B, H = t1 - t0, states.shape[1], states.shape[2]
+    # xs and states are time-major: slices, no copies
+    dW_xh += np.dot(dpre.T, xs[t0 * B:t1 * B])  # (G*H, I)
+    dW_hh += np.dot(dhw.T, states[t0:t1].reshape(n * B, H))  # (G*H, H): h_{t-1} rows
+    if dxs.shape[0] > 0:
+        np.dot(dpre, W_xh, dxs[t0 * B:t1 * B])  # (n*B, I): dL/dx_t = dpre W_xh
 
 
 # --- lstm: gate rows i, f, g, o ------------------------------------------------------------
@@ -343,17 +434,27 @@ def _lstm_forward_kernel(x, W_xh, W_hh, b_h, W_hy, b_y, lengths, block_steps):
     """-> logits (B, C), xs (T*B, I), states (T+1, B, H) h_0..h_T, cells (T+1, B, H)
     c_0..c_T, acts (T, B, 4H) the activated gates i f g o, tanh_c (T, B, H), h_last."""
     B, T, I = x.shape
-    H = W_hy.shape[1]
     xs = np.empty((T * B, I), x.dtype)  # (T*B, I): row t*B + b is x[b, t]
-    states = np.empty((T + 1, B, H), x.dtype)  # (T+1, B, H)
-    cells = np.empty((T + 1, B, H), x.dtype)  # (T+1, B, H)
-    acts = np.empty((T, B, 4 * H), x.dtype)  # (T, B, 4H)
-    tanh_c = np.empty((T, B, H), x.dtype)  # (T, B, H)
+    h_last, states, cells, acts, tanh_c = _lstm_states(x, xs, W_xh, W_hh, b_h, lengths,
+                                                       block_steps)
+    return _head(h_last, W_hy, b_y), xs, states, cells, acts, tanh_c, h_last
+
+
+@njit(**_INLINE)
+def _lstm_states(x, xs, W_xh, W_hh, b_h, lengths, block_steps):
+    """One layer-direction's forward, keeping what its backward needs (as _tanh_states):
+    -> h_last (B, H), states, cells (T+1, B, H), acts (T, B, 4H), tanh_c (T, B, H)."""
+    B, H = lengths.shape[0], W_hh.shape[1]
+    T = xs.shape[0] // B
+    states = np.empty((T + 1, B, H), xs.dtype)  # (T+1, B, H)
+    cells = np.empty((T + 1, B, H), xs.dtype)  # (T+1, B, H)
+    acts = np.empty((T, B, 4 * H), xs.dtype)  # (T, B, 4H)
+    tanh_c = np.empty((T, B, H), xs.dtype)  # (T, B, H)
     states[0] = 0.0
     cells[0] = 0.0
     h_last = _lstm_recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, cells, acts, tanh_c,
                               True, block_steps)
-    return _head(h_last, W_hy, b_y), xs, states, cells, acts, tanh_c, h_last
+    return h_last, states, cells, acts, tanh_c
 
 
 @njit(**_JIT)
@@ -378,15 +479,16 @@ def _lstm_recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, cells, acts, tanh_
     step, written straight into acts[t] and activated in place), c_t = f c_{t-1} + i g,
     h_t = o tanh(c_t). keep: every step's h, c, gates, tanh c and time-major x; else rings
     of two h and c, one step's gates, a one-block xs (as _recurrence). -> h_last (B, H)."""
-    B, T, I = x.shape
-    H = states.shape[2]
-    one, half = x.dtype.type(1.0), x.dtype.type(0.5)  # typed: literals would promote float32
-    h_last = np.empty((B, H), x.dtype)
-    pbuf = np.empty((block_steps * B, 4 * H), x.dtype)  # (block_steps*B, 4H): input projections
+    B, H = states.shape[1], states.shape[2]
+    gather, T = _steps_of(x, xs, B)
+    one, half = xs.dtype.type(1.0), xs.dtype.type(0.5)  # typed: literals would promote float32
+    h_last = np.empty((B, H), xs.dtype)
+    pbuf = np.empty((block_steps * B, 4 * H), xs.dtype)  # (block_steps*B, 4H): input projections
     for t0 in range(0, T, block_steps):
         n = min(block_steps, T - t0)
         rows = xs[t0 * B:(t0 + n) * B] if keep else xs[:n * B]  # (n*B, I)
-        _gather_steps(x, t0, n, rows)
+        if gather:
+            _gather_steps(x, t0, n, rows)
         np.dot(rows, W_xh.T, pbuf[:n * B])  # one GEMM for the block's inputs, all gates
         for s in range(n):
             t = t0 + s
@@ -418,17 +520,25 @@ def _lstm_recurrence(x, W_xh, W_hh, b_h, lengths, xs, states, cells, acts, tanh_
 
 
 @njit(**_JIT)
-def _lstm_backward_kernel(W_hh, W_hy, xs, states, cells, acts, tanh_c, h_last, lengths, dlogits,
-                          block_steps):
-    """Gradients (dW_xh, dW_hh, db_h, dW_hy, db_y): dh and dc carried back through time,
-    each block's gate pre-activation gradients (B, 4H) per step then enter the weight
-    gradients as GEMMs (as _backward_kernel). Writes only fresh arrays: repeatable."""
+def _lstm_backward_kernel(W_xh, W_hh, W_hy, xs, states, cells, acts, tanh_c, h_last, lengths,
+                          dlogits, block_steps):
+    """Gradients (dW_xh, dW_hh, db_h, dW_hy, db_y)."""
+    dW_hy, db_y, dh_head = _head_backward(dlogits, h_last, W_hy)
+    dout, dxs = _one_layer(xs)
+    dW_xh, dW_hh, db_h = _lstm_bptt(W_xh, W_hh, xs, states, cells, acts, tanh_c, dh_head,
+                                    lengths, dout, dxs, block_steps)
+    return dW_xh, dW_hh, db_h, dW_hy, db_y
+
+
+@njit(**_INLINE)
+def _lstm_bptt(W_xh, W_hh, xs, states, cells, acts, tanh_c, dh_head, lengths, dout, dxs,
+               block_steps):
+    """One layer-direction's BPTT -> (dW_xh, dW_hh, db_h): dh and dc carried back through
+    time, each block's gate pre-activation gradients (B, 4H) per step then enter the weight
+    gradients (and dxs) as GEMMs (as _tanh_bptt). Writes only fresh arrays and dxs."""
     T, B, H = tanh_c.shape
     I = xs.shape[1]
     one = xs.dtype.type(1.0)
-    dW_hy = np.dot(dlogits.T, h_last)  # (C, H)
-    db_y = dlogits.sum(axis=0)  # (C,)
-    dh_head = np.dot(dlogits, W_hy)  # (B, H)
     W_hh_T = np.ascontiguousarray(W_hh.T)  # (H, 4H): da W_hh = da (W_hh^T)^T for _matmul_nt
     dW_xh, dW_hh = np.zeros((4 * H, I), xs.dtype), np.zeros((4 * H, H), xs.dtype)
     db_h = np.zeros(4 * H, xs.dtype)
@@ -442,10 +552,8 @@ def _lstm_backward_kernel(W_hh, W_hy, xs, states, cells, acts, tanh_c, h_last, l
             t = t0 + s
             da = dbuf[s * B:(s + 1) * B]  # (B, 4H)
             a, tc, c_prev = acts[t], tanh_c[t], cells[t]
+            _into_step(dh, t, dh_head, lengths, dout)
             for b in range(B):
-                if lengths[b] == t + 1:  # the head read h_t of this sequence
-                    for j in range(H):
-                        dh[b, j] += dh_head[b, j]
                 ar, dar = a[b], da[b]  # (4H,)
                 ai, af, ag, ao = ar[:H], ar[H:2 * H], ar[2 * H:3 * H], ar[3 * H:]
                 di, df, dg, do = dar[:H], dar[H:2 * H], dar[2 * H:3 * H], dar[3 * H:]
@@ -463,10 +571,8 @@ def _lstm_backward_kernel(W_hh, W_hy, xs, states, cells, acts, tanh_c, h_last, l
             if t > 0:  # h_0 is a constant zero: no gradient flows into it
                 _matmul_nt(da, W_hh_T, dh_prev)  # (B, H): dL/dh_{t-1} = da W_hh
                 dh, dh_prev = dh_prev, dh
-        rows = dbuf[:n * B].T  # (4H, n*B)
-        dW_xh += np.dot(rows, xs[t0 * B:t1 * B])  # (4H, I)
-        dW_hh += np.dot(rows, states[t0:t1].reshape(n * B, H))  # (4H, H): h_{t-1} rows
-    return dW_xh, dW_hh, db_h, dW_hy, db_y
+        _block_gradients(dbuf[:n * B], dbuf[:n * B], xs, states, t0, t1, dW_xh, dW_hh, W_xh, dxs)
+    return dW_xh, dW_hh, db_h
 
 
 # --- gru: gate rows r, z, n ----------------------------------------------------------------
@@ -475,15 +581,24 @@ def _gru_forward_kernel(x, W_xh, W_hh, b_h, b_hn, W_hy, b_y, lengths, block_step
     """-> logits (B, C), xs (T*B, I), states (T+1, B, H) h_0..h_T, acts (T, B, 3H) the
     gates r z n, hns (T, B, H) h_{t-1} W_hn^T + b_hn, h_last."""
     B, T, I = x.shape
-    H = W_hy.shape[1]
     xs = np.empty((T * B, I), x.dtype)  # (T*B, I)
-    states = np.empty((T + 1, B, H), x.dtype)  # (T+1, B, H)
-    acts = np.empty((T, B, 3 * H), x.dtype)  # (T, B, 3H)
-    hns = np.empty((T, B, H), x.dtype)  # (T, B, H)
+    h_last, states, acts, hns = _gru_states(x, xs, W_xh, W_hh, b_h, b_hn, lengths, block_steps)
+    return _head(h_last, W_hy, b_y), xs, states, acts, hns, h_last
+
+
+@njit(**_INLINE)
+def _gru_states(x, xs, W_xh, W_hh, b_h, b_hn, lengths, block_steps):
+    """One layer-direction's forward, keeping what its backward needs (as _tanh_states):
+    -> h_last (B, H), states (T+1, B, H), acts (T, B, 3H), hns (T, B, H)."""
+    B, H = lengths.shape[0], W_hh.shape[1]
+    T = xs.shape[0] // B
+    states = np.empty((T + 1, B, H), xs.dtype)  # (T+1, B, H)
+    acts = np.empty((T, B, 3 * H), xs.dtype)  # (T, B, 3H)
+    hns = np.empty((T, B, H), xs.dtype)  # (T, B, H)
     states[0] = 0.0
     h_last = _gru_recurrence(x, W_xh, W_hh, b_h, b_hn, lengths, xs, states, acts, hns, True,
                              block_steps)
-    return _head(h_last, W_hy, b_y), xs, states, acts, hns, h_last
+    return h_last, states, acts, hns
 
 
 @njit(**_JIT)
@@ -505,14 +620,15 @@ def _gru_recurrence(x, W_xh, W_hh, b_h, b_hn, lengths, xs, states, acts, hns, ke
     """hw = h_{t-1} W_hh^T (one (B, H) @ (H, 3H) per step, into acts[t]), [r z] =
     sigma(x_t W_x{r,z}^T + b_{r,z} + hw_{r,z}), n = tanh(x_t W_xn^T + b_in + r (hw_n + b_hn)),
     h_t = n + z (h_{t-1} - n). keep/else as _lstm_recurrence. -> h_last (B, H)."""
-    B, T, I = x.shape
-    H = states.shape[2]
-    h_last = np.empty((B, H), x.dtype)
-    pbuf = np.empty((block_steps * B, 3 * H), x.dtype)  # (block_steps*B, 3H): input projections
+    B, H = states.shape[1], states.shape[2]
+    gather, T = _steps_of(x, xs, B)
+    h_last = np.empty((B, H), xs.dtype)
+    pbuf = np.empty((block_steps * B, 3 * H), xs.dtype)  # (block_steps*B, 3H): input projections
     for t0 in range(0, T, block_steps):
         n = min(block_steps, T - t0)
         rows = xs[t0 * B:(t0 + n) * B] if keep else xs[:n * B]  # (n*B, I)
-        _gather_steps(x, t0, n, rows)
+        if gather:
+            _gather_steps(x, t0, n, rows)
         np.dot(rows, W_xh.T, pbuf[:n * B])
         for s in range(n):
             t = t0 + s
@@ -539,17 +655,25 @@ def _gru_recurrence(x, W_xh, W_hh, b_h, b_hn, lengths, xs, states, acts, hns, ke
 
 
 @njit(**_JIT)
-def _gru_backward_kernel(W_hh, W_hy, xs, states, acts, hns, h_last, lengths, dlogits, block_steps):
-    """Gradients (dW_xh, dW_hh, db_h, db_hn, dW_hy, db_y). r multiplies the h side of n, so
-    each step has two (B, 3H) gradients: dpre w.r.t. x W_xh^T + b_h (for dW_xh, db_h) and
-    dhw w.r.t. h W_hh^T (+ b_hn) (for dW_hh, db_hn, and dh_{t-1} = dh z + dhw W_hh).
-    Writes only fresh arrays: repeatable."""
+def _gru_backward_kernel(W_xh, W_hh, W_hy, xs, states, acts, hns, h_last, lengths, dlogits,
+                         block_steps):
+    """Gradients (dW_xh, dW_hh, db_h, db_hn, dW_hy, db_y)."""
+    dW_hy, db_y, dh_head = _head_backward(dlogits, h_last, W_hy)
+    dout, dxs = _one_layer(xs)
+    dW_xh, dW_hh, db_h, db_hn = _gru_bptt(W_xh, W_hh, xs, states, acts, hns, dh_head, lengths,
+                                          dout, dxs, block_steps)
+    return dW_xh, dW_hh, db_h, db_hn, dW_hy, db_y
+
+
+@njit(**_INLINE)
+def _gru_bptt(W_xh, W_hh, xs, states, acts, hns, dh_head, lengths, dout, dxs, block_steps):
+    """One layer-direction's BPTT -> (dW_xh, dW_hh, db_h, db_hn) (as _tanh_bptt). r
+    multiplies the h side of n, so each step has two (B, 3H) gradients: dpre w.r.t.
+    x W_xh^T + b_h (for dW_xh, db_h, dxs) and dhw w.r.t. h W_hh^T (+ b_hn) (for dW_hh, db_hn,
+    and dh_{t-1} = dh z + dhw W_hh). Writes only fresh arrays and dxs: repeatable."""
     T, B, H = hns.shape
     I = xs.shape[1]
     one = xs.dtype.type(1.0)
-    dW_hy = np.dot(dlogits.T, h_last)  # (C, H)
-    db_y = dlogits.sum(axis=0)  # (C,)
-    dh_head = np.dot(dlogits, W_hy)  # (B, H)
     W_hh_T = np.ascontiguousarray(W_hh.T)  # (H, 3H)
     dW_xh, dW_hh = np.zeros((3 * H, I), xs.dtype), np.zeros((3 * H, H), xs.dtype)
     db_h, db_hn = np.zeros(3 * H, xs.dtype), np.zeros(H, xs.dtype)
@@ -563,10 +687,8 @@ def _gru_backward_kernel(W_hh, W_hy, xs, states, acts, hns, h_last, lengths, dlo
             t = t0 + s
             dp, dw = dpre[s * B:(s + 1) * B], dhw[s * B:(s + 1) * B]  # (B, 3H) each
             a, hn, prev = acts[t], hns[t], states[t]
+            _into_step(dh, t, dh_head, lengths, dout)
             for b in range(B):
-                if lengths[b] == t + 1:  # the head read h_t of this sequence
-                    for j in range(H):
-                        dh[b, j] += dh_head[b, j]
                 ar, dpr, dwr = a[b], dp[b], dw[b]  # (3H,)
                 ar_, az, an = ar[:H], ar[H:2 * H], ar[2 * H:]
                 dp_r, dp_z, dp_n = dpr[:H], dpr[H:2 * H], dpr[2 * H:]
@@ -590,9 +712,8 @@ def _gru_backward_kernel(W_hh, W_hy, xs, states, acts, hns, h_last, lengths, dlo
                     for j in range(H):
                         dpv[j] += dhr[j] * az[j]  # + the direct path dh z
                 dh, dh_prev = dh_prev, dh
-        dW_xh += np.dot(dpre[:n * B].T, xs[t0 * B:t1 * B])  # (3H, I)
-        dW_hh += np.dot(dhw[:n * B].T, states[t0:t1].reshape(n * B, H))  # (3H, H)
-    return dW_xh, dW_hh, db_h, db_hn, dW_hy, db_y
+        _block_gradients(dpre[:n * B], dhw[:n * B], xs, states, t0, t1, dW_xh, dW_hh, W_xh, dxs)
+    return dW_xh, dW_hh, db_h, db_hn
 
 
 # --- the backend --------------------------------------------------------------------------
@@ -609,7 +730,7 @@ def _native(arr):
 
 _NAMES = {cell: param_names(cell) for cell in CELLS}  # kernel argument and gradient order
 # Per cell: (forward, predict, backward) kernels. forward -> (logits, *saved), saved being
-# what backward takes after (W_hh, W_hy) and before (lengths, dlogits, block_steps).
+# what backward takes after (W_xh, W_hh, W_hy) and before (lengths, dlogits, block_steps).
 _KERNELS = {
     "rnn_tanh": (_forward_kernel, _predict_kernel, _backward_kernel),
     "lstm": (_lstm_forward_kernel, _lstm_predict_kernel, _lstm_backward_kernel),
@@ -629,11 +750,88 @@ def _block_steps(shape, W_hh) -> int:
     return max(1, min(seq_len, BLOCK_BYTES // (batch_size * W_hh.shape[0] * W_hh.itemsize)))
 
 
+# --- one layer-direction of a stacked or bidirectional model -------------------------------
+# impls.reference.stack_forward / stack_backward compose the layers (reversal within each
+# length, concatenation, dropout, the head: numpy, O(T*B*H) a layer); each layer-direction
+# is one call of what the fused plain kernels inline (_*_states, _*_bptt), on xs rows that
+# are time-major already (an empty x: nothing to gather). Their recurrence is the fused
+# kernels' own compiled one (keep=True); a first stacked forward compiles _*_states around
+# it, a first stacked backward compiles _*_bptt. Per cell: those two, and the names of the
+# arrays _*_states returns after h_last, which _*_bptt takes after (W_xh, W_hh, xs).
+_LAYER_KERNELS = {
+    "rnn_tanh": (_tanh_states, _tanh_bptt, ("states",)),
+    "lstm": (_lstm_states, _lstm_bptt, ("states", "cells", "acts", "tanh_c")),
+    "gru": (_gru_states, _gru_bptt, ("states", "acts", "hns")),
+}
+
+
+def _lengths_of(mask, seq_len: int, batch_size: int) -> np.ndarray:
+    """reference's last-step mask (T, B, 1) one-hot, or None (step T), as the kernels'
+    lengths (B,) int64."""
+    if mask is None:
+        return np.full(batch_size, seq_len, np.int64)
+    return np.argmax(mask[:, :, 0], axis=0).astype(np.int64) + 1
+
+
+def _given(arr, ndim: int, dtype) -> np.ndarray:
+    """An optional kernel argument: arr as a plain contiguous array, or empty for None (the
+    kernels take arrays only: one compiled signature for every layer)."""
+    return np.empty((0,) * ndim, dtype) if arr is None else np.ascontiguousarray(arr)
+
+
+def _layer_functions(cell: str):
+    """(forward, backward) of one layer-direction of `cell` on the kernels, with the
+    signatures of impls.reference.LAYERS[cell] (xp is numpy; kernels= is reference's
+    element-wise hooks, which ours replace)."""
+    states_kernel, bptt_kernel, kept = _LAYER_KERNELS[cell]
+    names = RECURRENT_NAMES[cell]
+
+    def layer_forward(xp, p, xs, seq_len, batch_size, mask, *, keep_states=True, kernels=None):
+        # keep_states=False (predict's last layer) keeps every step all the same: the
+        # recurrence's ring would need x gathered block by block, and a stacked model's
+        # layers below hold O(T*B*H) anyway.
+        xs = np.ascontiguousarray(xs)  # (T*B, In)
+        w = [np.ascontiguousarray(p[name]) for name in names]
+        h_last, *saved = states_kernel(np.empty((0, 0, 0), xs.dtype), xs, *w,
+                                       _lengths_of(mask, seq_len, batch_size),
+                                       _block_steps((batch_size, seq_len), w[1]))
+        return h_last, {"xs": xs, **dict(zip(kept, saved))}
+
+    def layer_backward(xp, p, cache, dh_head, mask, dout=None, *, need_dx=False, kernels=None):
+        xs, states = cache["xs"], cache["states"]
+        seq_len, batch_size = states.shape[0] - 1, states.shape[1]
+        dxs = np.empty(xs.shape if need_dx else (0, 0), xs.dtype)  # (T*B, In): the kernel fills it
+        W_hh = np.ascontiguousarray(p["W_hh"])
+        grads = bptt_kernel(np.ascontiguousarray(p["W_xh"]), W_hh, xs,
+                            *(cache[name] for name in kept), _given(dh_head, 2, xs.dtype),
+                            _lengths_of(mask, seq_len, batch_size), _given(dout, 3, xs.dtype),
+                            dxs, _block_steps((batch_size, seq_len), W_hh))
+        return dict(zip(names, grads)), dxs if need_dx else None
+
+    return layer_forward, layer_backward
+
+
+_LAYERS = {cell: _layer_functions(cell) for cell in CELLS}  # reference.stack_*'s layers=
+
+
+def _host(arrays: dict | None) -> dict | None:
+    """Base-class views of native arrays, for reference's numpy code and the kernels."""
+    return None if arrays is None else {k: np.asarray(v) for k, v in arrays.items()}
+
+
+def _model(cell: str, structure: tuple, hidden_size: int) -> str:
+    num_layers, bidirectional = structure
+    return (f"{cell}, {num_layers} layer(s){', bidirectional' if bidirectional else ''}, "
+            f"H={hidden_size}")
+
+
 class NumbaBackend(HostArrayBackend):
     name = "numba"
     supports_backward = True
     native_type = NumbaArray
     cells = ("rnn_tanh", "lstm", "gru")
+    structured = True
+    supports_dropout = True
 
     @staticmethod
     def _operands(params, x, lengths):
@@ -645,27 +843,46 @@ class NumbaBackend(HostArrayBackend):
                 else np.asarray(lengths, dtype=np.int64))
         return cell, p, lens, _block_steps(x.shape, p[1])
 
-    def _forward(self, params, x, lengths):
+    def _forward(self, params, x, lengths, dropout=None):
+        if dropout is not None or not is_plain(params):
+            return self._stacked(params, x, lengths, dropout, keep_states=True)
         cell, p, lens, block_steps = self._operands(params, x, lengths)
         logits, *saved = _KERNELS[cell][0](np.ascontiguousarray(x), *p, lens, block_steps)
-        cache = {"batch_size": x.shape[0], "cell": cell, "saved": tuple(saved),
-                 "lengths": lens, "block_steps": block_steps}
+        cache = {"batch_size": x.shape[0], "cell": cell, "structure": (1, False),
+                 "saved": tuple(saved), "lengths": lens, "block_steps": block_steps}
         return _native(logits), cache
 
     def _predict(self, params, x, lengths):
+        if not is_plain(params):
+            return self._stacked(params, x, lengths, None, keep_states=False)[0]
         cell, p, lens, block_steps = self._operands(params, x, lengths)
         return _native(_KERNELS[cell][1](np.ascontiguousarray(x), *p, lens, block_steps))
 
+    @staticmethod
+    def _stacked(params, x, lengths, dropout, *, keep_states):
+        """A stacked or bidirectional model, or any with dropout: reference's composition
+        of the layers (_LAYERS) -> (logits, cache)."""
+        logits, cache = reference.stack_forward(
+            np, _host(params), np.asarray(x), None if lengths is None else np.asarray(lengths),
+            keep_states=keep_states, dropout=_host(dropout), layers=_LAYERS)
+        cache.update(cell=cell_fast(params), structure=structure_of(params))
+        return _native(logits), cache
+
     def _backward(self, params, cache, dlogits):
-        cell, states = cache["cell"], cache["saved"][1]
-        if cell_fast(params) != cell or params["W_hh"].shape[1] != states.shape[2]:
+        cell = cache["cell"]
+        states = cache["layers"][0][0]["states"] if "layers" in cache else cache["saved"][1]
+        model = (cell_fast(params), structure_of(params), params["W_hh"].shape[1])
+        if model != (cell, cache["structure"], states.shape[2]):
             # the kernels index by the cache's shapes, unchecked: refuse, never read past ends
-            raise ValueError(f"params ({cell_fast(params)}, H={params['W_hh'].shape[1]}) are not "
-                             f"those of this cache's forward ({cell}, H={states.shape[2]})")
-        grads = _KERNELS[cell][2](np.ascontiguousarray(params["W_hh"]),
-                                  np.ascontiguousarray(params["W_hy"]), *cache["saved"],
-                                  cache["lengths"], np.ascontiguousarray(dlogits),
-                                  cache["block_steps"])
+            raise ValueError(f"params ({_model(*model)}) are not those of this cache's forward "
+                             f"({_model(cell, cache['structure'], states.shape[2])})")
+        if "layers" in cache:
+            grads = reference.stack_backward(np, _host(params), cache, np.asarray(dlogits),
+                                             layers=_LAYERS)
+            return {k: _native(g) for k, g in grads.items()}
+        weights = (np.ascontiguousarray(params[k]) for k in ("W_xh", "W_hh", "W_hy"))
+        grads = _KERNELS[cell][2](*weights, *cache["saved"], cache["lengths"],
+                                  np.ascontiguousarray(dlogits), cache["block_steps"])
         return {k: _native(g) for k, g in zip(_NAMES[cell], grads)}
 
 

@@ -1,6 +1,7 @@
 """The numba backend on its own: its vectorisable tanh and sigmoid against float64 over the
 whole float range, the loop-nest and BLAS paths and the GEMM blocking against numpy for
-every cell, the on-disk compile cache, and a clean Unavailable without numba. Gradients by
+every cell, stacked and bidirectional models with dropout against the float64 oracle, the
+on-disk compile cache, and a clean Unavailable without numba. Gradients by
 central differences (no torch needed) are test_numpy_backend.py's, for numba and numpy and
 every cell; oracle and bad-input tests are the shared ones (test_conformance.py,
 test_validation.py). Small sizes: the JIT compile dominates."""
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 import impls
-from bench.oracle import seeded_inputs
+from bench.oracle import compare, seeded_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,16 +132,114 @@ def test_matmul_paths_and_blocks_agree_with_numpy(batch_size, block_bytes, dtype
         np.testing.assert_allclose(grads[key], ref_grads[key], **tol, err_msg=key)
 
 
+# (num_layers, bidirectional) run by the per-layer kernels; (1, False) runs the fused ones
+STRUCTURES = [(2, False), (1, True), (2, True)]
+VARIABLE_LENGTHS = np.array([5, 3, 1, 4])  # B = 4, T = 5: a length-1 and a full sequence
+
+
+def _check_structured(dtype, cell, num_layers, bidirectional, lengths, rate):
+    """Forward and backward (with dropout masks when rate > 0) and predict (no dropout)
+    against the float64 oracle, and a second backward of the same cache equal to the first."""
+    pytest.importorskip("torch")  # the oracle
+    backend = _backend()
+    assert backend.structure_reason(num_layers, bidirectional) is None
+    assert backend.dropout_reason() is None
+    params, x, dlogits = seeded_inputs(4, 5, 3, 6, 2, seed=2, dtype=dtype, cell=cell,
+                                       num_layers=num_layers, bidirectional=bidirectional)
+    masks = impls.masks_for(params, x.shape, rate, seed=5)
+    tol = impls.tolerance("numba", dtype)
+    errors = compare(backend, params, x, dlogits, lengths, dropout=masks)
+    assert set(errors) == {"logits", *impls.param_names(cell, num_layers, bidirectional)}
+    assert max(errors.values()) < tol, errors
+    if rate == 0:
+        errors = compare(backend, params, x, dlogits, lengths, grads=False)
+        assert errors["logits"] < tol, errors
+    native, ln = backend.from_numpy(params), None if lengths is None else backend.asarray(lengths)
+    _, cache = backend.forward(native, backend.asarray(x), ln, backend.as_dropout(masks))
+    first, second = (backend.to_numpy(backend.backward(native, cache, backend.asarray(dlogits)))
+                     for _ in range(2))
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3], ids=["no_dropout", "dropout"])
+@pytest.mark.parametrize("lengths", [None, VARIABLE_LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize("num_layers, bidirectional", STRUCTURES,
+                         ids=[f"{n}layer{'_bi' if bi else ''}" for n, bi in STRUCTURES])
+@pytest.mark.parametrize("cell", impls.CELLS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_stacked_and_bidirectional_match_the_oracle(dtype, cell, num_layers, bidirectional,
+                                                    lengths, rate):
+    _check_structured(dtype, cell, num_layers, bidirectional, lengths, rate)
+
+
+@pytest.mark.parametrize("cell", impls.CELLS)
+def test_dropout_on_a_plain_model_matches_the_oracle(cell):
+    """Dropout on one layer, one direction (the head's mask only) takes the layered path."""
+    _check_structured(np.float64, cell, 1, False, VARIABLE_LENGTHS, 0.3)
+
+
+@pytest.mark.parametrize("cell", impls.CELLS)
+@pytest.mark.parametrize("batch_size", [1, 12])
+def test_stacked_blocks_and_blas_paths_agree_with_numpy(batch_size, cell, monkeypatch):
+    """The layer kernels at batch 1 and 12 (BLAS recurrent matmuls; the oracle cases run
+    the loop nest at 4) and in 1 KiB blocks: the input gradient and the gradient from the
+    layer above cross block boundaries. numpy's numbers, forward and backward."""
+    from impls import numba_backend as nb
+    monkeypatch.setattr(nb, "BLOCK_BYTES", 1024)
+    backend, reference = _backend(), impls.get("numpy")
+    params, x, dlogits = seeded_inputs(batch_size, 20, 3, 6, 2, seed=6, cell=cell,
+                                       num_layers=2, bidirectional=True)
+    lengths = np.arange(batch_size) * 7 % 20 + 1
+    masks = impls.masks_for(params, x.shape, 0.3, seed=7)
+    ref_logits, ref_cache = reference.forward(params, x, lengths, masks)
+    ref_grads = reference.backward(params, ref_cache, dlogits)
+    native = backend.from_numpy(params)
+    logits, cache = backend.forward(native, backend.asarray(x), backend.asarray(lengths),
+                                    backend.as_dropout(masks))
+    grads = backend.to_numpy(backend.backward(native, cache, backend.asarray(dlogits)))
+    np.testing.assert_allclose(backend.to_numpy(logits), ref_logits, rtol=1e-10, atol=1e-12)
+    assert set(grads) == set(ref_grads)
+    for key in ref_grads:
+        np.testing.assert_allclose(grads[key], ref_grads[key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def test_layer_kernels_compile_one_signature_per_dtype():
+    """Absent optional arrays (no head gradient below the last layer, nothing from above
+    the last, no input gradient for the first, no x to gather) are empty arrays, not None:
+    every layer of every structure runs one compiled signature per dtype of each layer
+    kernel, around the recurrence the fused kernels compile (keep: True or False)."""
+    backend = _backend()
+    from numba import types
+    from impls import numba_backend as nb
+    for num_layers, bidirectional in [(1, False), *STRUCTURES]:
+        params, x, dlogits = seeded_inputs(2, 3, 3, 4, 2, seed=0, dtype=np.float32, cell="gru",
+                                           num_layers=num_layers, bidirectional=bidirectional)
+        native = backend.from_numpy(params)
+        backend.predict(native, backend.asarray(x))
+        _, cache = backend.forward(native, backend.asarray(x))
+        backend.backward(native, cache, backend.asarray(dlogits))
+    states_kernel, bptt_kernel, _ = nb._LAYER_KERNELS["gru"]
+    for kernel, most in ((states_kernel, 1), (bptt_kernel, 1), (nb._gru_recurrence, 2)):
+        weight_dtypes = [signature[1].dtype for signature in kernel.signatures]  # a weight's
+        assert weight_dtypes.count(types.float32) <= most, (kernel, kernel.signatures)
+
+
 def test_backward_refuses_params_of_another_forward():
-    """The kernels index by the cache's shapes unchecked: params of another cell or hidden
-    size than the forward's are refused, not read past their ends."""
+    """The kernels index by the cache's shapes unchecked: params of another cell, structure
+    or hidden size than the forward's are refused, not read past their ends."""
     backend = _backend()
     params, x, dlogits = seeded_inputs(2, 3, 3, 4, 2, seed=0, cell="lstm")
     _, cache = backend.forward(backend.from_numpy(params), backend.asarray(x))
     for other in (seeded_inputs(2, 3, 3, 4, 2, seed=0, cell="gru")[0],
-                  seeded_inputs(2, 3, 3, 5, 2, seed=0, cell="lstm")[0]):
+                  seeded_inputs(2, 3, 3, 5, 2, seed=0, cell="lstm")[0],
+                  seeded_inputs(2, 3, 3, 4, 2, seed=0, cell="lstm", bidirectional=True)[0]):
         with pytest.raises(ValueError, match="not those of this cache"):
             backend.backward(backend.from_numpy(other), cache, backend.asarray(dlogits))
+    stacked = seeded_inputs(2, 3, 3, 4, 2, seed=0, cell="lstm", num_layers=2)[0]
+    _, cache = backend.forward(backend.from_numpy(stacked), backend.asarray(x))
+    with pytest.raises(ValueError, match=r"not those of this cache's forward \(lstm, 2 layer"):
+        backend.backward(backend.from_numpy(params), cache, backend.asarray(dlogits))
 
 
 def test_native_arrays_and_device():
