@@ -16,7 +16,9 @@ def add_parser(sub) -> None:
                       "training sweep over seeds, with plots and a verdict in report.md")
     study.add_argument("name", choices=[*STUDIES, "all"],
                        help="; ".join(f"{s.name}: {s.title}" for s in STUDIES.values()))
-    study.add_argument("--impl", default="numpy", help="the implementation that trains (default numpy)")
+    study.add_argument("--impl", default=None,
+                       help="the implementation that trains (default: numba where installed, the "
+                            "fastest CPU trainer at these sizes, measured ~3x numpy on lstm/gru; else numpy)")
     study.add_argument("--seeds", type=int, default=3,
                        help="seeds per setting (default 3: mean and std need several)")
     study.add_argument("--epochs", type=int, default=None,
@@ -33,6 +35,19 @@ def add_parser(sub) -> None:
     study.add_argument("--quiet", action="store_true", help="no per-row progress lines")
 
 
+def default_impl() -> str:
+    """numba if it is installed (all implementations compute one function; this one trains
+    these small models fastest: ~4 vs ~12 ms a T=250 rnn_tanh update at B=64, H=32 here,
+    17 vs 56 ms for lstm), else the reference numpy."""
+    import impls
+
+    try:
+        impls.get("numba")
+    except impls.Unavailable:
+        return "numpy"
+    return "numba"
+
+
 def cmd_study(args) -> int:
     from bench.study.report import write_index, write_report
     from bench.study.run import run_study
@@ -40,6 +55,7 @@ def cmd_study(args) -> int:
     if args.seeds < 1 or any(v is not None and v < 1 for v in (args.epochs, args.jobs)):
         raise ValueError("--seeds, --epochs and --jobs must be >= 1")
     names = list(STUDIES) if args.name == "all" else [args.name]
+    impl = args.impl or default_impl()
     start = time.perf_counter()
 
     def progress(row, seconds):
@@ -49,7 +65,7 @@ def cmd_study(args) -> int:
                   f"test accuracy {accuracy:.3f}  ({seconds:.1f} s)", file=sys.stderr, flush=True)
 
     for name in names:
-        run_study(STUDIES[name], args.out, impl=args.impl, seeds=args.seeds, epochs=args.epochs,
+        run_study(STUDIES[name], args.out, impl=impl, seeds=args.seeds, epochs=args.epochs,
                   resume=args.resume, threads=args.threads, jobs=args.jobs, progress=progress)
         print(f"{name}: {write_report(Path(args.out) / name)}")
     if args.name == "all":
