@@ -106,9 +106,12 @@ def test_vanishing_verdict_reads_the_lengths_each_cell_learns():
             rows.append({"label": f"{cell}{seq_len}", "task": "synthetic-start", "cell": cell,
                          "seq_len": seq_len, "test_accuracy_mean": 0.95 if seq_len <= reach else 0.26})
     verdict = studies.vanishing_verdict(_summary(rows), STUDIES["vanishing"])
-    assert verdict.startswith("Holds") and "rnn_tanh learns up to T=64" and "lstm up to 1000" in verdict
+    assert verdict.startswith("Holds") and "rnn_tanh learns up to T=64, fails from T=250" in verdict
+    assert "lstm learns up to T=1000;" in verdict
     flat = [dict(r, test_accuracy_mean=0.95) for r in rows]
-    assert studies.vanishing_verdict(_summary(flat), STUDIES["vanishing"]).startswith("Does not hold")
+    assert studies.vanishing_verdict(_summary(flat), STUDIES["vanishing"]).startswith("Does not hold here")
+    short = [dict(r, test_accuracy_mean=0.95 if r["seq_len"] <= 16 else 0.25) for r in rows]
+    assert studies.vanishing_verdict(_summary(short), STUDIES["vanishing"]).startswith("Does not hold as stated")
 
 
 def test_bidirectional_verdict_needs_a_gain_beyond_seed_noise():
