@@ -110,7 +110,7 @@ def vanishing_verdict(summary, study) -> str:
         fails[cell] = min((t for t in lengths if t not in learned), default=None)
     says = "; ".join(f"{cell} learns up to T={reach[cell] or 'none'}"
                      + (f", fails from T={fails[cell]}" if fails[cell] else "") for cell in CELLS)
-    says = f"on the first-steps task ({says}, of T in {lengths})"
+    says = f"on the first-steps task ({says}; T in {', '.join(map(str, lengths))})"
     tanh, gated = reach["rnn_tanh"], max(reach["lstm"], reach["gru"])
     if tanh < 500 and gated > 500:
         return f"Holds: the vanilla cell fails before 500 steps and a gated cell carries the label past it {says}."
@@ -135,26 +135,28 @@ def _effect_sentence(summary, task, cell, measure="test_accuracy"):
 
 
 def bidirectional_verdict(summary, study) -> str:
-    parts, gains = [], []
+    effects = {}  # task -> [(cell, bi - uni, significant)]
     for task in ("synthetic-start", "synthetic-end", "digits-pixels"):
-        effects = [(cell, _effect_sentence(summary, task, cell)) for cell in CELLS]
-        effects = [(c, e) for c, e in effects if e is not None]
-        if not effects:
-            continue
-        better = [c for c, (d, sig) in effects if sig and d > 0]
-        worse = [c for c, (d, sig) in effects if sig and d < 0]
-        gains.append((task, better, worse))
-        parts.append(f"{task}: " + ", ".join(f"{c} {d:+.2f}" for c, (d, _) in effects))
-    start = next((g for g in gains if g[0] == "synthetic-start"), None)
-    end = next((g for g in gains if g[0] == "synthetic-end"), None)
-    text = "; ".join(parts)
-    if start and start[1] and (not end or not end[1]):
+        found = [(cell, _effect_sentence(summary, task, cell)) for cell in CELLS]
+        effects[task] = [(c, d, sig) for c, e in found if e is not None for d, sig in [e]]
+
+    def helped(task):
+        return [c for c, d, sig in effects.get(task, []) if sig and d > 0]
+
+    def changes(task):
+        return ", ".join(f"{c} {d:+.2f}" for c, d, _ in effects[task])
+
+    numbers = "; ".join(f"{task}: {changes(task)}" for task in effects if effects[task])
+    start, end, real = helped("synthetic-start"), helped("synthetic-end"), helped("digits-pixels")
+    if start and not end:
+        real_text = (f", and it helps on digits read pixel by pixel ({', '.join(real)})" if real else
+                     ", and it gains nothing significant on digits read pixel by pixel")
         return (f"Depends on where the evidence is: a second direction helps when the deciding steps "
-                f"are at the start ({', '.join(start[1])}), not when they are at the end "
-                f"(accuracy change bi - uni: {text}).")
-    if any(g[1] for g in gains):
-        return f"Holds in part: bidirectional gains where significant ({text})."
-    return f"Does not hold here: no significant gain from a second direction ({text})."
+                f"are at the start ({', '.join(start)}), not when they are at the end{real_text} "
+                f"(test accuracy, bi - uni: {numbers}).")
+    if start or end or real:
+        return f"Holds in part: bidirectional gains where significant ({numbers})."
+    return f"Does not hold here: no significant gain from a second direction ({numbers})."
 
 
 def regularisation_verdict(summary, study) -> str:
