@@ -171,10 +171,11 @@ def regularisation_verdict(summary, study) -> str:
             + ", ".join(f"{k:g}: {v:+.3f}" for k, v in gap.items()))
     if sig and best["test_accuracy_mean"] > baseline["test_accuracy_mean"]:
         return f"Holds: regularisation beats none beyond seed noise ({text})."
-    if gap.iloc[-1] < gap.iloc[0]:
+    if gap.iloc[0] - gap.iloc[-1] >= 0.01:  # a point of accuracy: below that, noise at 3 seeds
         return (f"Depends: dropout narrows the train-validation gap but test accuracy does not "
                 f"improve beyond seed noise ({text}).")
-    return f"Does not hold here: no regulariser helps beyond seed noise ({text})."
+    return (f"Does not hold here: no regulariser, nor early stopping, helps beyond seed noise, and "
+            f"dropout moves the train-validation gap by less than a point ({text}).")
 
 
 def optimisation_verdict(summary, study) -> str:
