@@ -18,6 +18,12 @@ compile one graph per (batch, hidden, seq_len), which at seconds each does not f
 Inductor bakes the thread count into its CPU kernels and dynamo does not guard on it, so
 the compiled code is dropped (torch._dynamo.reset) when the thread count changes.
 
+Stacked and bidirectional models (and dropout): one layer-direction's loop is compiled
+(torch_loop.LAYER_LOOPS: the input projection stays outside it, so its input is (T, B, G*H)
+at every layer) and composed in plain torch ops (torch_loop.stack_logits). Every layer and
+direction of a model then runs the same graph: a new model shape costs one compile (per
+grad mode), not one per layer.
+
 Compiles are counted by wrapping inductor in a counting backend (`counters`); graph
 breaks are 0 by construction. Backward is autograd through the compiled graph
 (AOTAutograd compiles the backward too).
@@ -30,7 +36,8 @@ import torch
 
 from .base import Unavailable
 from .torch_backend import TorchBackend, checked_device, full_float32_on_cuda
-from .torch_loop import LOOPS, loop_args
+from .params import is_plain
+from .torch_loop import LAYER_LOOPS, LOOPS, loop_args, stack_logits
 
 RECOMPILE_LIMIT = 64  # a default sweep has a few dozen (shape, dtype, grad-mode) graphs
 
@@ -50,8 +57,12 @@ class TorchCompileBackend(TorchBackend):
         torch._functorch.config.donated_buffer = False
         self.compiles = 0
         self._threads = torch.get_num_threads()
-        self._compiled = {cell: torch.compile(loop, backend=self._counting_inductor, fullgraph=True)
-                          for cell, loop in LOOPS.items()}  # compiled lazily, at the first call
+        self._compiled = self._compile(LOOPS)  # compiled lazily, at the first call
+        self._compiled_layers = self._compile(LAYER_LOOPS)
+
+    def _compile(self, loops: dict) -> dict:
+        return {cell: torch.compile(loop, backend=self._counting_inductor, fullgraph=True)
+                for cell, loop in loops.items()}
 
     def _counting_inductor(self, graph_module, example_inputs):
         from torch._inductor.compile_fx import compile_fx
@@ -59,12 +70,14 @@ class TorchCompileBackend(TorchBackend):
         self.compiles += 1
         return compile_fx(graph_module, example_inputs)
 
-    def _logits(self, p, x, lengths):
+    def _logits(self, p, x, lengths, dropout=None):
         if torch.get_num_threads() != self._threads:  # kernels built for another count
             torch._dynamo.reset()
             self._threads = torch.get_num_threads()
-        cell, args = loop_args(p, x, lengths)
-        return self._compiled[cell](*args)
+        if dropout is None and is_plain(p):
+            cell, args = loop_args(p, x, lengths)
+            return self._compiled[cell](*args)
+        return stack_logits(self._compiled_layers, p, x, lengths, dropout)
 
     def counters(self) -> dict:
         from torch._dynamo.utils import counters

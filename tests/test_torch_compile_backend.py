@@ -1,10 +1,13 @@
 """torch_compile is really compiled: one graph, no breaks, counted recompiles, and no
-silent fall back to eager when the recompile limit is hit."""
+silent fall back to eager when the recompile limit is hit; stacked / bidirectional models
+with dropout match the oracle, one compiled layer loop serving every layer and direction.
+Each new graph costs seconds to a minute of inductor: the oracle matrix is slow."""
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch not installed: torch_compile is unavailable")
 import impls  # noqa: E402
+from test_torch_mapping import CELLS, check_against_oracle  # noqa: E402
 
 
 @pytest.fixture
@@ -76,3 +79,35 @@ def test_training_through_the_compiled_graph_matches_eager():
         grads[name] = backend.to_numpy(backend.backward(native, cache, backend.asarray(dlogits)))
     for key in impls.PARAM_NAMES:
         np.testing.assert_allclose(grads["torch_compile"][key], grads["torch"][key], rtol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def shared():
+    """One backend for the oracle cases: every case of one cell and dtype reuses its graphs."""
+    return impls.get("torch_compile")
+
+
+def test_one_compiled_loop_serves_every_layer_and_direction(shared):
+    assert shared.structured and shared.supports_dropout
+    before = shared.compiles
+    # two layers x two directions: four calls of the layer loop, one graph (with backward)
+    check_against_oracle(shared, "rnn_tanh", (2, True), "variable", 0.3, np.float32)
+    assert shared.compiles == before + 1
+    # layer 0's input width differs from layer 1's, but the loop sees (T, B, H) at both;
+    # a deeper model, other lengths: still that graph
+    check_against_oracle(shared, "rnn_tanh", (3, True), None, 0.3, np.float32)
+    assert shared.compiles == before + 1
+    # undropped: forward and backward on that graph, predict compiles its inference graph
+    check_against_oracle(shared, "rnn_tanh", (2, True), "variable", 0.0, np.float32)
+    assert shared.compiles == before + 2
+    assert shared.counters()["graph_breaks"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+@pytest.mark.parametrize("lengths", [None, "variable"])
+@pytest.mark.parametrize("structure", [(2, False), (1, True), (2, True)])
+@pytest.mark.parametrize("cell", CELLS)
+def test_structured_model_matches_the_oracle(shared, cell, structure, lengths, rate, dtype):
+    check_against_oracle(shared, cell, structure, lengths, rate, dtype)
