@@ -162,6 +162,9 @@ def _check_structured(dtype, cell, num_layers, bidirectional, lengths, rate):
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
 
 
+# slow: tests/test_structure.py checks this backend x cell x structure x lengths x dropout
+# against the oracle in CI; this matrix adds every dtype (--run-slow, tox -e full)
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.0, 0.3], ids=["no_dropout", "dropout"])
 @pytest.mark.parametrize("lengths", [None, VARIABLE_LENGTHS], ids=["full", "lengths"])
 @pytest.mark.parametrize("num_layers, bidirectional", STRUCTURES,

@@ -291,6 +291,9 @@ def check_structured_oracle(name, cell, structure, lengths, dtype, tmp_path):
         assert error <= bound, f"{name} {cell} {structure} {how}: off by {error:.2e} > {bound:.0e}"
 
 
+# slow: tests/test_structure.py checks this backend x cell x structure x lengths x dropout
+# against the oracle in CI; this matrix adds every dtype (--run-slow, tox -e full)
+@pytest.mark.slow
 @pytest.mark.parametrize("lengths", LENGTHS)
 @pytest.mark.parametrize("structure", STRUCTURES, ids=str)
 @pytest.mark.parametrize("cell", CELLS)

@@ -100,6 +100,9 @@ def test_exported_file_runs_in_plain_onnxruntime_with_any_batch_and_length(cell,
         np.testing.assert_array_equal(logits[33, t][:7], logits[7, t])
 
 
+# slow: tests/test_structure.py checks this backend x cell x structure x lengths x dropout
+# against the oracle in CI; this matrix adds every dtype (--run-slow, tox -e full)
+@pytest.mark.slow
 @pytest.mark.parametrize("lengths", LENGTHS)
 @pytest.mark.parametrize("structure", STRUCTURES, ids=str)
 @pytest.mark.parametrize("cell", CELLS)

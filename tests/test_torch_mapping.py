@@ -35,6 +35,9 @@ def check_against_oracle(backend, cell, structure, lengths, rate, dtype):
         assert max(errors.values()) < tolerance, errors
 
 
+# slow: tests/test_structure.py checks this backend x cell x structure x lengths x dropout
+# against the oracle in CI; this matrix adds every dtype (--run-slow, tox -e full)
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("rate", [0.0, 0.3])
 @pytest.mark.parametrize("lengths", [None, "variable"])

@@ -45,6 +45,9 @@ def test_the_backend_runs_structure_and_dropout(backend):
     assert backend.structured and backend.supports_dropout
 
 
+# slow: tests/test_structure.py checks this backend x cell x structure x lengths x dropout
+# against the oracle in CI; this matrix adds every dtype (--run-slow, tox -e full)
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("rate", [0.0, 0.3])
 @pytest.mark.parametrize("lengths", [None, "variable"])
