@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch not installed: torch_compile is unavailable")
 import impls  # noqa: E402
-from test_torch_mapping import CELLS, check_against_oracle  # noqa: E402
+from test_torch_mapping import CELLS, check_against_oracle, structured_matrix  # noqa: E402
 
 
 @pytest.fixture
@@ -103,11 +103,6 @@ def test_one_compiled_loop_serves_every_layer_and_direction(shared):
     assert shared.counters()["graph_breaks"] == 0
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("rate", [0.0, 0.3])
-@pytest.mark.parametrize("lengths", [None, "variable"])
-@pytest.mark.parametrize("structure", [(2, False), (1, True), (2, True)])
-@pytest.mark.parametrize("cell", CELLS)
+@structured_matrix
 def test_structured_model_matches_the_oracle(shared, cell, structure, lengths, rate, dtype):
     check_against_oracle(shared, cell, structure, lengths, rate, dtype)

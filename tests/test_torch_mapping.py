@@ -35,14 +35,20 @@ def check_against_oracle(backend, cell, structure, lengths, rate, dtype):
         assert max(errors.values()) < tolerance, errors
 
 
-# slow: tests/test_structure.py checks this backend x cell x structure x lengths x dropout
-# against the oracle in CI; this matrix adds every dtype (--run-slow, tox -e full)
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("rate", [0.0, 0.3])
-@pytest.mark.parametrize("lengths", [None, "variable"])
-@pytest.mark.parametrize("structure", [(2, False), (1, True), (2, True)])
-@pytest.mark.parametrize("cell", CELLS)
+def structured_matrix(test):
+    """The torch backends' structured oracle matrix: cell x structure x lengths x dropout x
+    dtype. Slow: tests/test_structure.py checks every backend x cell x structure x lengths x
+    dropout against the oracle in CI; this adds every dtype (--run-slow, tox -e full)."""
+    for mark in (pytest.mark.parametrize("cell", CELLS),
+                 pytest.mark.parametrize("structure", [(2, False), (1, True), (2, True)]),
+                 pytest.mark.parametrize("lengths", [None, "variable"]),
+                 pytest.mark.parametrize("rate", [0.0, 0.3]),
+                 pytest.mark.parametrize("dtype", [np.float64, np.float32]), pytest.mark.slow):
+        test = mark(test)
+    return test
+
+
+@structured_matrix
 def test_structured_model_matches_the_oracle(cell, structure, lengths, rate, dtype):
     check_against_oracle(impls.get("torch"), cell, structure, lengths, rate, dtype)
 

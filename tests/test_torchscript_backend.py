@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch not installed: torchscript is unavailable")
 import impls  # noqa: E402
-from test_torch_mapping import CELLS, check_against_oracle  # noqa: E402
+from test_torch_mapping import CELLS, check_against_oracle, structured_matrix  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +45,6 @@ def test_the_backend_runs_structure_and_dropout(backend):
     assert backend.structured and backend.supports_dropout
 
 
-# slow: tests/test_structure.py checks this backend x cell x structure x lengths x dropout
-# against the oracle in CI; this matrix adds every dtype (--run-slow, tox -e full)
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("rate", [0.0, 0.3])
-@pytest.mark.parametrize("lengths", [None, "variable"])
-@pytest.mark.parametrize("structure", [(2, False), (1, True), (2, True)])
-@pytest.mark.parametrize("cell", CELLS)
+@structured_matrix
 def test_structured_model_matches_the_oracle(backend, cell, structure, lengths, rate, dtype):
     check_against_oracle(backend, cell, structure, lengths, rate, dtype)
