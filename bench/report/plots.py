@@ -98,9 +98,14 @@ def _log_axis(ax, axis: str = "y") -> None:
 def _series(ax, x, y, noisy, color, marker="o", label=None) -> None:
     """A line with filled markers, hollow where the median was noisy."""
     ax.plot(x, y, color=color, label=label, alpha=0.9)
-    for xi, yi, ni in zip(x, y, noisy):
-        ax.plot([xi], [yi], marker=marker, linestyle="", color=color, markersize=6,
-                markerfacecolor="none" if ni else color)
+    # Two marker artists per series, not one per point: the legend's "best" placement scans
+    # every artist, and a sweep has hundreds of points.
+    for hollow in (False, True):
+        points = [(xi, yi) for xi, yi, ni in zip(x, y, noisy) if bool(ni) == hollow]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker=marker, linestyle="", color=color, markersize=6,
+                    markerfacecolor="none" if hollow else color)
 
 
 def _finish(ax, xlabel: str, ylabel: str, title: str, noisy_any: bool, extra=(), size=9) -> None:
@@ -118,7 +123,9 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, noisy_any: bool, extra=(),
     if noisy_any:
         handles.append(Line2D([], [], marker="o", linestyle="", color="grey", markerfacecolor="none"))
         labels.append("hollow: noisy (IQR/median > 10 %)")
-    ax.legend(handles, labels, fontsize=8)
+    # loc given explicitly: matplotlib warns when an implicit "best" search is slow, and the
+    # report turns plot warnings into skipped plots.
+    ax.legend(handles, labels, fontsize=8, loc="best")
 
 
 def _noisy(rows) -> list[bool]:

@@ -115,8 +115,8 @@ def _plot_vanishing(plt, summary, study):
     grad.axvline(500, color="grey", lw=0.8, ls="--")
     grad.set(xscale="log", yscale="log", xlabel="seq_len", ylabel="‖∂L/∂h₁‖ / ‖∂L/∂h_T‖",
              title="gradient reaching the first step (synthetic)")
-    acc.legend(fontsize=7)
-    grad.legend(fontsize=7)
+    acc.legend(fontsize=7, loc="best")
+    grad.legend(fontsize=7, loc="best")
     return fig
 
 
@@ -133,7 +133,7 @@ def _plot_bidirectional(plt, summary, study):
         ax.set_xticks(range(len(cells)), cells)
         ax.set_title(task)
     np.atleast_1d(axes)[0].set_ylabel("test accuracy")
-    np.atleast_1d(axes)[0].legend()
+    np.atleast_1d(axes)[0].legend(loc="best")
     return fig
 
 
@@ -146,7 +146,7 @@ def _plot_hidden(plt, summary, study):
             ax.annotate(f"H={int(row['hidden_size'])}", (row["seconds_mean"], row["test_accuracy_mean"]),
                         fontsize=7, textcoords="offset points", xytext=(3, -9))
     ax.set(xscale="log", xlabel="training seconds (to early stop)", ylabel="test accuracy")
-    ax.legend()
+    ax.legend(loc="best")
     return fig
 
 
