@@ -163,3 +163,22 @@ def test_trainings_in_worker_processes_give_the_rows_of_one_process(tmp_path):
     assert len(one) == 4
     pd.testing.assert_series_equal(one["test_accuracy"], two["test_accuracy"])
     assert run.default_jobs(STUDIES["optimisation"]) == 1  # timed: never shares the machine by default
+
+
+def test_estimated_cost_orders_long_gated_trainings_before_short_vanilla_ones():
+    from bench.study.run import estimated_cost
+    study = STUDIES["vanishing"]
+    costs = {setting.label: estimated_cost(setting, fields) for setting, fields in study.configs()}
+    assert costs["lstm synthetic-start@1000"] > costs["rnn_tanh synthetic-start@1000"] > \
+        costs["lstm synthetic-start@16"] > costs["rnn_tanh synthetic-start@16"]
+    assert costs["gru digits-pixels@250"] > costs["gru digits-pixels@64"]
+
+
+def test_the_summary_follows_the_study_order_whatever_order_the_rows_finished_in():
+    study = STUDIES["vanishing"]
+    labels = [s.label for s in study.settings]
+    rows = pd.DataFrame([{"study": "vanishing", "label": label, "seed": 0, "status": "ok",
+                          **{k: None for k in report.FACTORS}, **{k: 0.5 for k in report.MEASURES}}
+                         for label in reversed(labels)])  # longest first, as a pool writes them
+    assert list(report.summarise(rows, study)["label"]) == labels
+    assert list(report.summarise(rows)["label"]) == labels[::-1]

@@ -31,14 +31,18 @@ def load_rows(folder: Path) -> pd.DataFrame:
     return rows
 
 
-def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """One line per setting, in the study's order: its factors, the number of seeds, mean
-    and std of each measure over the seeds that finished, `reached` (the fraction of seeds
-    that reached the target accuracy) and `diverged_sum`."""
+def summarise(rows: pd.DataFrame, study=None) -> pd.DataFrame:
+    """One line per setting, in the study's order (its settings' when `study` is given: rows
+    are written as trainings finish, longest first), else the rows': its factors, the number
+    of seeds, mean and std of each measure over the seeds that finished, `reached` (the
+    fraction of seeds that reached the target accuracy) and `diverged_sum`."""
     rows = rows.assign(diverged=(rows["status"] == "diverged").astype(int),
                        reached=rows["epochs_to_target"].notna().astype(float))
     ok = rows[rows["status"] == "ok"]
     order = list(dict.fromkeys(rows["label"]))
+    if study is not None:
+        rank = {setting.label: i for i, setting in enumerate(study.settings)}
+        order.sort(key=lambda label: rank.get(label, len(rank)))
     grouped = rows.groupby("label", sort=False)
     summary = grouped[list(FACTORS)].first()
     summary["seeds"] = grouped["seed"].count()
@@ -180,7 +184,7 @@ def section(folder: Path, level: int = 1, draw: bool = True) -> str:
     meta = json.loads((folder / META_NAME).read_text())
     study = STUDIES[meta["study"]]
     rows = load_rows(folder)
-    summary = summarise(rows)
+    summary = summarise(rows, study)
     if draw:
         plot(summary, study, folder / PLOT_NAME)
     missing = len(study.settings) * meta["seeds"] - len(rows)
