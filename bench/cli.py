@@ -19,6 +19,7 @@ import numpy as np
 
 import impls
 from bench.spec import CELLS, DTYPES, PHASES, PRESETS
+from bench.compare import command as compare_command
 from bench.study import command as study_command
 
 EXIT_FAILED_CHECK = 1
@@ -431,12 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--out", default="profiles", metavar="DIR",
                       help="where the pstats / Chrome trace files go (default profiles/)")
     study_command.add_parser(sub)
+    compare_command.add_parser(sub)
     return parser
 
 
 COMMANDS = {"list": cmd_list, "check": cmd_check, "train": cmd_train, "evaluate": cmd_evaluate,
             "sweep": cmd_sweep, "report": cmd_report, "profile": cmd_profile,
-            "study": study_command.cmd_study}
+            "study": study_command.cmd_study, "compare": compare_command.cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

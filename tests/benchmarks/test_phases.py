@@ -20,6 +20,7 @@ pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installe
 
 # (batch_size, seq_len, input_size, hidden_size): per-call overhead, the article's scale,
 # and a GEMM-bound size
+SIZE_NAMES = ("batch_size", "seq_len", "input_size", "hidden_size")
 SIZES = {"B1-T16-H64": (1, 16, 32, 64), "B32-T64-H128": (32, 64, 32, 128),
          "B64-T32-H512": (64, 32, 32, 512)}
 # (size, (num_layers, bidirectional)): every size of the plain model, the structured one at
@@ -42,7 +43,10 @@ def test_phase(benchmark, name, cell, phase, size, structure):
     case = Case(name, phase, *size, cell=cell, num_layers=structure[0], bidirectional=structure[1])
     model = "" if structure == (1, False) else f" L{structure[0]}{'-bi' if structure[1] else ''}"
     benchmark.group = f"{cell}{model} {phase} B{size[0]} T{size[1]} I{size[2]} H{size[3]}"
+    # the whole results key (bench.record.KEY_COLUMNS): `rnnbench compare` pairs benchmarks
+    # with each other and with sweep rows by it
     benchmark.extra_info.update(impl=name, cell=cell, num_layers=structure[0], bidirectional=structure[1],
+                                phase=phase, **dict(zip(SIZE_NAMES, size)), dtype=case.dtype,
                                 device=backend.device, threads=1,
                                 flops=phase_flops(phase, *size, 10, cell, *structure))
     with use_threads(1):
