@@ -16,6 +16,24 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: minutes of compilation; run with --run-slow")
+    config.addinivalue_line("markers", "real_calibration: a test module's fixed_peak does not apply")
+
+
+FIXED_PEAK_GFLOPS = 100.0
+
+
+@pytest.fixture
+def fixed_peak(request, monkeypatch):
+    """A fixed GEMM peak for sweeps whose rows and files are under test, not the roofline:
+    calibrating (square GEMMs in numpy, torch and ONNX Runtime, ~2 s) was most of every
+    tiny sweep's time in these tests. A test marked real_calibration calibrates for real
+    (tests/test_sweep.py::test_rows_are_tidy_and_complete does, and checks the result)."""
+    if request.node.get_closest_marker("real_calibration"):
+        return
+    from bench.measure import machine
+
+    monkeypatch.setattr(machine, "gemm_peak_gflops", lambda dtype, threads, device="cpu", **_: {
+        "numpy": FIXED_PEAK_GFLOPS, "peak": FIXED_PEAK_GFLOPS})
 
 
 def pytest_collection_modifyitems(config, items):

@@ -27,6 +27,8 @@ from bench.train.data import load_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"min_samples": 3, "min_time_s": 0.01, "warmup_s": 0.0}
+# files, locks and resume are under test here, not the roofline (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fixed_peak")
 TINY = dict(impls=["numpy"], cell=["rnn_tanh"], phases=["forward"], batch_size=[1, 2], seq_len=[3],
             hidden_size=[4], input_size=[2], accuracy=False)
 

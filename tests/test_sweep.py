@@ -16,7 +16,7 @@ import impls
 from bench.measure import analytic as flops
 from bench.measure import memory
 from bench.measure import timing
-from bench.results import RESULTS_CSV, done_keys, load_run, load_runs, read_rows
+from bench.results import RESULTS_CSV, done_keys, load_run, load_runs, read_meta, read_rows
 from bench import spec
 from bench.spec import Case, Grid, build_grid, load_config
 from bench.run.sweep import run_sweep, skip_reason
@@ -24,6 +24,8 @@ from conftest import temporary_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"min_samples": 3, "min_time_s": 0.01, "warmup_s": 0.0}
+# these sweeps test rows, files and resume; one test calibrates for real (real_calibration)
+pytestmark = pytest.mark.usefixtures("fixed_peak")
 
 
 def tiny_grid(**overrides):
@@ -32,10 +34,16 @@ def tiny_grid(**overrides):
     return build_grid("quick", **{**base, **overrides})
 
 
+@pytest.mark.real_calibration
 def test_rows_are_tidy_and_complete(tmp_path):
     out = run_sweep(tiny_grid(phases=["forward", "backward", "train_step", "transfer"]),
                     tmp_path / "run", progress=False, timing=FAST)
     every = load_run(out)
+    # the roofline was measured: one calibration per dtype x threads, numpy's GEMM in it
+    (calibration,) = read_meta(out)["calibration"]
+    assert calibration["gemm_gflops"]["numpy"] > 0
+    assert calibration["gemm_gflops"]["peak"] >= calibration["gemm_gflops"]["numpy"]
+    assert (every["peak_gflops"].dropna() == calibration["gemm_gflops"]["peak"]).all()
     assert len(every) == 8
     transfer = every[every["phase"] == "transfer"]
     assert set(transfer["status"]) == {"skipped"}  # host memory: no copy to time on the CPU
