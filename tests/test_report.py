@@ -265,6 +265,33 @@ def test_plots_skip_gracefully_on_a_single_size(tmp_path):
         text = report.write_report(run_dir).read_text()
     assert all((run_dir / p).is_file() for p in re.findall(r"\]\((plots/[^)]+)\)", text))
     assert "B=4 T=8 I=8 H=16" in text  # the representative size is the only one
+    # ... and it still gets a timing figure: throughput per phase as bars
+    assert "](plots/phases.png)" in text
+    assert plots.plot_phases(load_run(write_run(tmp_path / "sizes")), tmp_path / "other") == []
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels, from the PNG header (IHDR)."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_speedup_heat_maps_of_many_implementations_wrap_into_rows_at_page_width(tmp_path):
+    run_dir = write_run(tmp_path / "many")
+    rows = list(csv.DictReader(open(run_dir / "results.csv")))
+    extra = [{**r, "impl": name} for name in ("numba", "torchscript", "onnx_fp32", "onnx_int8", "onnx_native")
+             for r in rows if r["impl"] == "numpy" and r["status"] == "ok" and r["phase"] != "accuracy"]
+    with open(run_dir / "results.csv", "a", newline="") as handle:
+        csv.DictWriter(handle, COLUMNS).writerows(extra)
+    frame = load_run(run_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = plots.plot_speedup(frame, tmp_path / "plots")
+    six_impls = _png_size(paths[0])
+    two = plots.plot_speedup(load_run(write_run(tmp_path / "two")), tmp_path / "plots2")
+    assert six_impls[0] <= 1800  # three heat-maps a row: about a page, not a 3,000-pixel strip
+    assert six_impls[1] > _png_size(two[0])[1]  # six panels take a second row
 
 
 def test_markdown_table_fallback_escapes_pipes():

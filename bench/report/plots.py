@@ -25,12 +25,15 @@ from bench.report.selection import (SHORT, SIZE_DIMS, STRUCTURE_DIMS, TIMING_PHA
 PALETTE_ORDER = ("numpy", "torch", "numba", "torchscript", "torch_compile", "onnx_fp32",
                  "onnx_int8", "cupy", "onnx_native", "torch_cuda")
 PHASE_MARKERS = {"forward": "o", "backward": "s", "train_step": "^"}
+# heat-maps per row of the speed-up figure: 3 x 4.6 inches at 110 dpi is ~1,500 px, a page
+HEATMAP_COLUMNS = 3
 CELL_MARKERS = {"rnn_tanh": "o", "lstm": "D", "gru": "v"}
 AXIS_LABELS = {"batch_size": "batch size B (sequences)", "seq_len": "sequence length T (steps)",
                "hidden_size": "hidden size H (units)", "input_size": "input size I (features)"}
 # file-name prefix -> the report's heading for those figures (the report embeds them in
 # this order; make_plots removes only files with these prefixes)
-FIGURES = (("cells", "Cells: what the gates cost"),
+FIGURES = (("phases", "Throughput per phase (a single size)"),
+           ("cells", "Cells: what the gates cost"),
            ("structures", "Structures: what more layers and a second direction cost"),
            ("throughput_", "Throughput"),
            ("speedup_", "Speed-up over the torch baseline"),
@@ -57,6 +60,22 @@ def _figure(panels: int = 1, width: float = 5.2, height: float = 4.2):
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, panels, squeeze=False)[0]
     return fig, list(axes)
+
+
+def _grid(panels: int, columns: int = 3, width: float = 4.6, height: float = 3.8):
+    """Panels in rows of at most `columns` (a figure that reads at page width, not one strip
+    of a dozen panels); the unused slots of the last row are hidden."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = max(1, min(columns, panels))
+    rows = math.ceil(panels / columns)
+    fig = Figure(figsize=(width * columns, height * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = list(fig.subplots(rows, columns, squeeze=False).flat)
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    return fig, axes[:panels], axes
 
 
 def _save(fig, path: Path) -> Path:
@@ -192,7 +211,7 @@ def plot_speedup(frame, out_dir: Path) -> list[Path]:
             continue
         others = impl_order(cut)
         limit = max(1.0, max(abs(math.log2(v)) for v in cut["speedup"]))
-        fig, axes = _figure(len(others), width=max(4.6, 7.0 / len(others)), height=4.0)
+        fig, axes, every_slot = _grid(len(others), columns=HEATMAP_COLUMNS)
         for ax, name in zip(axes, others):
             mine = cut[cut["impl"] == name].assign(any_noisy=lambda f: f["noisy"] | f["baseline_noisy"])
             table = mine.pivot_table(index="batch_size", columns="hidden_size", values="speedup")
@@ -200,7 +219,7 @@ def plot_speedup(frame, out_dir: Path) -> list[Path]:
                                      values="any_noisy", aggfunc="max").reindex_like(table)
             image = _heatmap(ax, table, noisy.fillna(0).astype(bool), limit)
             ax.set_title(f"{name} vs {baseline}", color=impl_color(name))
-        bar = fig.colorbar(image, ax=axes, shrink=0.9)
+        bar = fig.colorbar(image, ax=every_slot, shrink=0.9)
         ticks = list(range(-math.floor(limit), math.floor(limit) + 1))
         bar.set_ticks(ticks, labels=[f"{2.0 ** t:g}×" for t in ticks])
         bar.set_label("torch median ÷ impl median (>1: faster than torch)")
@@ -378,7 +397,60 @@ def plot_structures(frame, out_dir: Path) -> list[Path]:
     return [_save(fig, out_dir / "structures.png")]
 
 
-PLOTS = (plot_cells, plot_structures, plot_throughput, plot_speedup, plot_pct_peak, plot_memory, plot_compile,
+def single_size(frame) -> bool:
+    """The run timed one size only (whatever cells, structures and dtypes): no line plot
+    along a size has two points, so plot_phases draws its bars instead."""
+    rows = ok_timing(frame)
+    return len(rows) > 0 and len(rows.drop_duplicates(list(SIZE_DIMS))) == 1
+
+
+def plot_phases(frame, out_dir: Path) -> list[Path]:
+    """A run of a single size: each implementation's throughput per phase as bars, one
+    panel per cell (IQR as the error bar, hatched when noisy)."""
+    if not single_size(frame):
+        return []
+    rep = representative(frame)
+    rows = matching(ok_timing(frame), {k: v for k, v in rep.items() if k not in SIZE_DIMS})
+    cells, names = cells_in(rows), impl_order(rows)
+    phases = [p for p in TIMING_PHASES if (rows["phase"] == p).any()]
+    fig, axes, _ = _grid(len(cells), columns=3, width=max(4.6, 1.1 * len(phases) * len(names) / 3 + 2))
+    width = 0.8 / max(len(names), 1)
+    # bars on a log axis: the bottom at a whole decade below the lowest, the same for every
+    # panel, so a bar's height compares across panels and is not an artefact of autoscaling
+    lowest = float((rows["batch_size"] / rows["median_s"]).min())
+    bottom = 10.0 ** math.floor(math.log10(lowest * 0.5))
+    for ax, cell in zip(axes, cells):
+        sub = rows[rows["cell"] == cell]
+        for k, name in enumerate(names):
+            mine = sub[sub["impl"] == name].drop_duplicates("phase", keep="last").set_index("phase")
+            here = [p for p in phases if p in mine.index]
+            if not here:
+                continue
+            median, iqr = mine.loc[here, "median_s"], mine.loc[here, "iqr_s"].fillna(0.0)
+            batch = mine.loc[here, "batch_size"]
+            throughput = batch / median  # sequences/s; the error bar spans median -+ IQR/2
+            low = throughput - batch / (median + iqr / 2)
+            high = batch / (median - iqr / 2).clip(lower=median * 1e-3) - throughput
+            xs = [phases.index(p) + (k - (len(names) - 1) / 2) * width for p in here]
+            bars = ax.bar(xs, throughput, width, color=impl_color(name), label=name,
+                          yerr=[low, high], capsize=2, error_kw={"elinewidth": 0.8})
+            for bar, noisy in zip(bars, mine.loc[here, "noisy"].eq(True)):
+                if noisy:
+                    bar.set_hatch("//")
+        ax.set_xticks(range(len(phases)), phases)
+        _log_axis(ax)
+        ax.set_ylim(bottom=bottom)
+        ax.set_title(cell, fontsize=9)
+        ax.set_ylabel("throughput (sequences/s, log)")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8)
+    fig.suptitle(f"throughput per phase at {size_label(rep)}, higher is better "
+                 "(bars: median, whiskers: IQR, hatched: noisy)", fontsize=10)
+    return [_save(fig, out_dir / "phases.png")]
+
+
+PLOTS = (plot_cells, plot_structures, plot_phases, plot_throughput, plot_speedup, plot_pct_peak, plot_memory, plot_compile,
          plot_accuracy)
 
 
