@@ -277,6 +277,8 @@ def cmd_sweep(args) -> int:
         overrides.setdefault("compile_heavy_cells", overrides.get("cell") or list(CELLS))
     if args.no_accuracy:
         overrides["accuracy"] = False
+    if args.footprint is not None:
+        overrides["footprint"] = args.footprint
     grid = build_grid(preset, **overrides)  # checks every key's type first
     unknown = set(grid.impls) - set(impls.names())
     if unknown:
@@ -291,6 +293,22 @@ def cmd_sweep(args) -> int:
     if args.report:
         from bench.report.document import write_report
         print(f"report: {write_report(out)}")
+    return 0
+
+
+def cmd_footprint(args) -> int:
+    from bench.measure.footprint import FootprintConfig, format_rows, run_footprint
+    from bench.results import read_footprint_rows
+
+    names = args.impl or impls.names()
+    unknown = set(names) - set(impls.names())
+    if unknown:
+        raise ValueError(f"unknown implementations {sorted(unknown)}; registered: {', '.join(impls.names())}")
+    say = None if args.quiet else (lambda message: print(f"rnnbench: {message}", file=sys.stderr))
+    run_footprint(args.run_dir, names, FootprintConfig(repeats=args.repeats),
+                  command=["rnnbench", *sys.argv[1:]], again=args.again, notify=say)
+    print(format_rows(read_footprint_rows(args.run_dir)))
+    print(f"footprint: {Path(args.run_dir) / 'footprint.csv'}")
     return 0
 
 
@@ -407,10 +425,24 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-case-s", type=_positive_float, default=120.0,
                        help="skip (before running) cases estimated to take longer (default 120)")
     sweep.add_argument("--no-accuracy", action="store_true", help="no training/accuracy rows")
+    sweep.add_argument("--footprint", action=argparse.BooleanOptionalAction, default=None,
+                       help="after the timed cases, footprint and cold start per implementation "
+                            "(footprint.csv; default: the preset's, on for quick and default)")
     sweep.add_argument("--allow-oversubscribe", action="store_true",
                        help="run thread counts above the cores available (rows say so)")
     sweep.add_argument("--report", action="store_true", help="write DIR/report.md afterwards")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    footprint = sub.add_parser("footprint", help="installed size, import time, memory and cold/warm "
+                                                  "start per implementation, in fresh processes")
+    footprint.add_argument("run_dir", metavar="DIR", help="a run folder (existing or new): "
+                                                          "writes DIR/footprint.csv")
+    footprint.add_argument("--impl", type=_str_list, help="comma-separated (default: all registered)")
+    footprint.add_argument("--repeats", type=_positive_int, default=5,
+                           help="fresh processes per median, after one warm-up (default 5)")
+    footprint.add_argument("--again", action="store_true",
+                           help="measure implementations that already have an ok row again")
+    footprint.add_argument("--quiet", action="store_true", help="no line per implementation")
 
     report = sub.add_parser("report", help="plots and report.md from a run folder")
     report.add_argument("run_dir", metavar="DIR")
@@ -437,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"list": cmd_list, "check": cmd_check, "train": cmd_train, "evaluate": cmd_evaluate,
-            "sweep": cmd_sweep, "report": cmd_report, "profile": cmd_profile,
+            "sweep": cmd_sweep, "footprint": cmd_footprint, "report": cmd_report, "profile": cmd_profile,
             "study": study_command.cmd_study, "compare": compare_command.cmd_compare}
 
 

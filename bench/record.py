@@ -181,3 +181,55 @@ def check_diagnostics(values: dict, source: str) -> None:
     if unknown:
         raise ValueError(f"{source} returned {unknown}, which are not results columns; "
                          f"allowed: {', '.join(DIAGNOSTIC_COLUMNS)} (bench/record.py)")
+
+
+# --- footprint.csv: what an implementation costs to install and to start (bench.measure.footprint)
+# One row per implementation, for one fixed model (FOOTPRINT_CASE in bench.measure.footprint:
+# rnn_tanh, B=1, T=64, I=32, H=128, float32). Every time is a median over fresh processes;
+# the raw per-process samples are in footprint_raw.jsonl.
+FOOTPRINT_SCHEMA: tuple[Column, ...] = (
+    Column("impl", "implementation name (impls.names())", key=True, kind="text"),
+    Column("device", "where the backend's arrays live: cpu, cuda:0, ...", kind="text"),
+    Column("cell", "recurrent cell of the model measured", kind="text"),
+    Column("batch_size", "B of the one prediction", integer=True),
+    Column("seq_len", "T, time steps", integer=True),
+    Column("input_size", "I, features per step", integer=True),
+    Column("hidden_size", "H, hidden units", integer=True),
+    Column("dtype", "float32 | float64", kind="text"),
+    Column("status", "ok | unavailable | error", kind="text"),
+    Column("reason", "why a row is not ok, or notes on an ok one", kind="text"),
+    Column("distributions", "the installed distributions (name version; ...) whose top-level "
+           "modules a child process imported to load the implementation and predict, beyond "
+           "the standard library and rnnbench", kind="text"),
+    Column("installed_bytes", "sum of those distributions' files on disk (importlib.metadata)",
+           integer=True),
+    Column("model_bytes", "the exported model file the runtime loads (ONNX variants); empty "
+           "when the model is the weights alone", integer=True),
+    Column("import_s", "median seconds of `import impls; impls.get(impl)` inside a fresh "
+           "process (interpreter start excluded)"),
+    Column("import_iqr_s", "interquartile range of import_s over the processes, seconds"),
+    Column("rss_after_import_bytes", "median resident set (VmRSS) of a fresh process right "
+           "after that import", integer=True),
+    Column("cold_start_s", "median wall seconds, measured by the parent, from spawning a fresh "
+           "process to receiving its logits: interpreter start + imports + loading canonical "
+           "weights from .npz + one prediction, every on-disk cache empty"),
+    Column("cold_start_iqr_s", "interquartile range of cold_start_s, seconds"),
+    Column("warm_start_s", "the same with the on-disk caches (disk_cache) written by an earlier "
+           "process; equal to cold_start_s, from the same processes, when disk_cache is empty"),
+    Column("warm_start_iqr_s", "interquartile range of warm_start_s, seconds"),
+    Column("disk_cache", "what a warm start reuses from disk; empty: nothing (cold = warm)",
+           kind="text"),
+    Column("first_prediction_s", "median, inside the cold processes, from weights loaded to "
+           "logits returned: conversion + run-time compile/export + the prediction"),
+    Column("needs_compiler", "the compiler or code generation it runs at run time; empty: none",
+           kind="text"),
+    Column("runs_offline", "True: a start with empty caches succeeded in a network namespace "
+           "without interfaces (unshare -n); empty when unshare -n is not permitted here",
+           kind="flag"),
+    Column("samples", "processes behind import_s, rss_after_import_bytes and warm_start_s",
+           integer=True),
+    Column("cold_samples", "processes behind cold_start_s and first_prediction_s", integer=True),
+    Column("python", "the interpreter's version (the children's sys.executable)", kind="text"),
+)
+FOOTPRINT_COLUMNS: tuple[str, ...] = tuple(c.name for c in FOOTPRINT_SCHEMA)
+FOOTPRINT_STATUSES = ("ok", "unavailable", "error")

@@ -24,9 +24,9 @@ import os
 from pathlib import Path
 
 from bench.faults import crash_point
-from bench.record import (ADDED_COLUMNS, COLUMNS, FLAG_TEXT, KEY_COLUMNS, LEGACY_COLUMNS,
-                          RAW_TIMES_FIELD, SCHEMA, TRACEBACK_FIELD, cell_problem, row_key,
-                          upgrade_entry)
+from bench.record import (ADDED_COLUMNS, COLUMNS, FLAG_TEXT, FOOTPRINT_COLUMNS, FOOTPRINT_SCHEMA,
+                          FOOTPRINT_STATUSES, KEY_COLUMNS, LEGACY_COLUMNS, RAW_TIMES_FIELD, SCHEMA,
+                          TRACEBACK_FIELD, cell_problem, row_key, upgrade_entry)
 
 RESULTS_CSV = "results.csv"
 RAW_TIMES = "raw_times.jsonl"
@@ -460,3 +460,146 @@ def load_runs(run_dirs):
     import pandas as pd
 
     return pd.concat([load_run(d) for d in run_dirs], ignore_index=True)
+
+
+# --- footprint.csv and footprint_raw.jsonl (bench.measure.footprint) -----------------------
+# One row per implementation (bench.record.FOOTPRINT_SCHEMA) and one JSON line per process
+# behind its medians, written like results.csv: appended and fsync'ed as each implementation
+# finishes, its raw lines before its row, so a kill leaves whole rows (a torn last line is
+# dropped on reading) and at worst raw lines of an implementation with no row, which the
+# next measurement of that run drops (retain_footprint).
+FOOTPRINT_CSV = "footprint.csv"
+FOOTPRINT_RAW = "footprint_raw.jsonl"
+IMPORTTIME_DIR = "importtime"  # importtime/<impl>.txt: `python -X importtime` of one process
+FOOTPRINT_FILES = (FOOTPRINT_CSV, FOOTPRINT_RAW)
+
+
+def _footprint_problem(line: str) -> str | None:
+    problem = _row_problem(line, FOOTPRINT_SCHEMA)
+    if problem is None:
+        status = next(csv.reader(io.StringIO(line)))[FOOTPRINT_COLUMNS.index("status")]
+        if status not in FOOTPRINT_STATUSES:
+            return f"status is {status!r}, not one of {', '.join(FOOTPRINT_STATUSES)}"
+    return problem
+
+
+def scan_footprint(path: Path) -> tuple[list[str], list[tuple[int, str, str]]]:
+    """([header, sound rows...], [(line number, text, why)] of damaged ones) of a
+    footprint.csv. Rows are one line each (reasons are written on one line)."""
+    text = _complete_lines(Path(path))
+    if not text:
+        return [], []
+    lines = text.splitlines(keepends=True)
+    if lines[0].rstrip("\n") != ",".join(FOOTPRINT_COLUMNS):
+        raise ValueError(f"{path}:1: its header has other columns than this version of rnnbench "
+                         "writes (bench.record.FOOTPRINT_SCHEMA); measure into a new folder")
+    good, bad = [lines[0]], []
+    for number, line in enumerate(lines[1:], 2):
+        problem = _footprint_problem(line)
+        (good.append(line) if problem is None else bad.append((number, line, problem)))
+    return good, bad
+
+
+def read_footprint_rows(run_dir) -> list[dict]:
+    """Every row of a run's footprint.csv as dicts of strings ([] without the file);
+    DamagedFile if a line is damaged."""
+    path = Path(run_dir) / FOOTPRINT_CSV
+    good, bad = scan_footprint(path)
+    if bad:
+        raise _damaged(path, bad)
+    return list(csv.DictReader(io.StringIO("".join(good)))) if good else []
+
+
+def read_footprint(run_dir):
+    """A run's footprint.csv as a typed pandas DataFrame (numbers float, counts Int64,
+    runs_offline boolean with <NA> when unknown, text "" when empty) with the run folder's
+    name as `run`; None when the run has no footprint.csv."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    if not (run_dir / FOOTPRINT_CSV).exists():
+        return None
+    rows = read_footprint_rows(run_dir)
+    frame = pd.DataFrame(rows, columns=list(FOOTPRINT_COLUMNS), dtype=object).fillna("")
+    for column in FOOTPRINT_SCHEMA:
+        values = frame[column.name]
+        if column.kind == "flag":
+            frame[column.name] = values.map({**FLAG_TEXT, "": pd.NA}).astype("boolean")
+        elif column.kind == "number":
+            numbers = pd.to_numeric(values.mask(values == ""), errors="raise")
+            frame[column.name] = numbers.astype("Int64" if column.integer else "float64")
+        else:
+            frame[column.name] = values.astype(str)
+    frame["run"] = run_dir.name
+    return frame
+
+
+def retain_footprint(run_dir, redo) -> list[str]:
+    """Before measuring footprints into a run: remove the rows of the implementations in
+    `redo` (to be measured again) and every raw line whose implementation has no row left;
+    damaged lines go to <file>.damaged (the implementation is then measured again). ->
+    notes on what was set aside."""
+    run_dir, redo, notes = Path(run_dir), set(redo), []
+    path, raw_path = run_dir / FOOTPRINT_CSV, run_dir / FOOTPRINT_RAW
+    good, bad = scan_footprint(path)
+    if bad:
+        _append_aside(path, bad)
+        notes.append(f"{path}: {len(bad)} damaged line(s) set aside into {_sidecar(path).name}")
+    header, rows = (good[0], good[1:]) if good else ("", [])
+    kept = [r for r in rows if next(csv.reader(io.StringIO(r)))[0] not in redo]
+    if bad or len(kept) < len(rows):
+        _replace_text(path, header + "".join(kept))
+    with_rows = {next(csv.reader(io.StringIO(r)))[0] for r in kept}
+    text = _read_text(raw_path)
+    lines, damaged, keep_lines = _without_torn_line(text).splitlines(keepends=True), [], []
+    for number, line in enumerate(lines, 1):
+        try:
+            impl = json.loads(line)["impl"]
+        except (ValueError, KeyError, TypeError):
+            damaged.append((number, line, "not a JSON object with impl"))
+            continue
+        if impl in with_rows:
+            keep_lines.append(line)
+    if damaged:
+        _append_aside(raw_path, damaged)
+        notes.append(f"{raw_path}: {len(damaged)} damaged line(s) set aside into {_sidecar(raw_path).name}")
+    if "".join(keep_lines) != text:
+        _replace_text(raw_path, "".join(keep_lines))
+    return notes
+
+
+class FootprintWriter:
+    """Appends one implementation at a time: its raw per-process lines, then its row."""
+
+    def __init__(self, run_dir):
+        self.csv_path = Path(run_dir) / FOOTPRINT_CSV
+        self.raw_path = Path(run_dir) / FOOTPRINT_RAW
+        good, bad = scan_footprint(self.csv_path)
+        if bad:
+            raise _damaged(self.csv_path, bad)
+        for path, text in ((self.csv_path, "".join(good)), (self.raw_path, None)):
+            current = _read_text(path)
+            wanted = _without_torn_line(current) if text is None else text
+            if current != wanted:  # a torn last line: never appended to
+                _replace_text(path, wanted)
+        self._csv = open(self.csv_path, "a", newline="")
+        self._raw = open(self.raw_path, "a")
+        if not good:
+            RowWriter._append(self._csv, _format_record(FOOTPRINT_COLUMNS))
+
+    def write(self, row: dict, raw: list[dict]) -> None:
+        for entry in raw:
+            RowWriter._append(self._raw, json.dumps({"impl": row["impl"], **entry}) + "\n")
+        cells = ["" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c]))
+                 else row[c] for c in FOOTPRINT_COLUMNS]
+        RowWriter._append(self._csv, _format_record(cells))
+
+    def close(self) -> None:
+        self._csv.close()
+        self._raw.close()
+
+    def __enter__(self) -> "FootprintWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

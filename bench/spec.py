@@ -82,6 +82,10 @@ class Grid:
     # the timing budget of a case: samples are taken until both this much time and 7
     # samples; 0.25 s keeps the IQR of a ~1 ms call near 1-3 % on a quiet 2-core VM
     min_time_s: float = 0.25
+    # after every timed case: footprint and cold start per implementation (footprint.csv,
+    # bench.measure.footprint), fresh processes that would disturb the timings if they ran
+    # alongside; off unless a preset (quick, default) or --footprint turns it on
+    footprint: bool = False
 
     def compile_skip(self, cell: str, compile_heavy: bool) -> str | None:
         """Why a compile-heavy implementation does not run `cell` in this grid, or None."""
@@ -198,17 +202,17 @@ PRESETS: dict[str, callable] = {
     # compile-heavy implementations only when named (--impl torch_compile).
     "quick": lambda: Grid(cell=CELLS, phases=("forward", "backward", "train_step"), batch_size=(1, 32),
                           seq_len=(64,), hidden_size=(128,), min_time_s=0.15,
-                          compile_heavy_cells=()),
+                          compile_heavy_cells=(), footprint=True),
     "default": lambda: Grid(cell=CELLS, phases=PHASES, batch_size=(1, 8, 32, 128), seq_len=(16, 64, 256),
                             hidden_size=(32, 64, 128, 256, 512), dtype=DTYPES,
-                            threads=tuple(sorted({1, all_cores()}))),
+                            threads=tuple(sorted({1, all_cores()})), footprint=True),
     "deepbench": _deepbench,
     # for `bench/gpu_check.sh`: every GPU implementation, DeepBench sizes and small ones
     "gpu": _gpu,
 }
 
 GRID_KEYS = {f.name for f in fields(Grid)} - {"extra"}
-SCALAR_KEYS = ("preset", "accuracy", "input_equals_hidden", "cartesian", "min_time_s")
+SCALAR_KEYS = ("preset", "accuracy", "input_equals_hidden", "cartesian", "min_time_s", "footprint")
 
 
 def load_config(path: str | Path) -> dict:
@@ -233,7 +237,7 @@ def load_config(path: str | Path) -> dict:
 INT_LISTS = ("batch_size", "seq_len", "input_size", "hidden_size", "threads", "num_layers")
 SIZE_KEYS = ("batch_size", "seq_len", "input_size", "hidden_size", "input_equals_hidden")
 STR_LISTS = ("impls", "cell", "phases", "dtype")
-BOOL_KEYS = ("accuracy", "input_equals_hidden", "cartesian")
+BOOL_KEYS = ("accuracy", "input_equals_hidden", "cartesian", "footprint")
 BOOL_LISTS = ("bidirectional",)
 
 

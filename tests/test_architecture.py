@@ -95,7 +95,7 @@ def test_an_old_report_stays_byte_identical_after_the_code_changes(tmp_path):
         subprocess.run([sys.executable, "-m", "bench.cli", *args], check=True, cwd=checkout,
                        capture_output=True, text=True)
     cli("sweep", "--impl", "numpy", "--phase", "forward", "--batch-size", "1", "--seq-len", "3",
-        "--hidden-size", "4", "--input-size", "2", "--no-accuracy", "--quiet", "--out", str(run))
+        "--hidden-size", "4", "--input-size", "2", "--no-accuracy", "--no-footprint", "--quiet", "--out", str(run))
     cli("report", str(run))
     before = (run / "report.md").read_bytes()
     assert b"numpy_backend.py" in before  # the code-size row is there to move

@@ -30,7 +30,7 @@ FAST = {"min_samples": 3, "min_time_s": 0.01, "warmup_s": 0.0}
 # files, locks and resume are under test here, not the roofline (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("fixed_peak")
 TINY = dict(impls=["numpy"], cell=["rnn_tanh"], phases=["forward"], batch_size=[1, 2], seq_len=[3],
-            hidden_size=[4], input_size=[2], accuracy=False)
+            hidden_size=[4], input_size=[2], accuracy=False, footprint=False)
 
 
 def tiny_grid(**overrides):
@@ -334,7 +334,8 @@ def test_wrongly_typed_toml_names_the_key(tmp_path, toml, message):
 # ------------------------------------------------------------------ 7. killed at any moment
 
 SWEEP_ARGS = ["sweep", "--impl", "numpy", "--cell", "rnn_tanh", "--phase", "forward,train_step", "--batch-size", "1,2",
-              "--seq-len", "3", "--hidden-size", "4", "--input-size", "2", "--no-accuracy", "--quiet"]
+              "--seq-len", "3", "--hidden-size", "4", "--input-size", "2", "--no-accuracy", "--no-footprint",
+              "--quiet"]
 EXPECTED_KEYS = {("numpy", phase, b) for phase in ("forward", "train_step") for b in ("1", "2")}
 
 
@@ -350,7 +351,8 @@ def test_a_sweep_killed_anywhere_resumes_to_exactly_one_row_per_case(tmp_path, p
     killed = cli(*SWEEP_ARGS, "--out", str(out), env=env)
     assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr)
     grid = build_grid("quick", impls=["numpy"], cell=["rnn_tanh"], phases=["forward", "train_step"],
-                      batch_size=[1, 2], seq_len=[3], hidden_size=[4], input_size=[2], accuracy=False)
+                      batch_size=[1, 2], seq_len=[3], hidden_size=[4], input_size=[2], accuracy=False,
+                      footprint=False)
     run_sweep(grid, out, resume=True, progress=False, timing=FAST, notify=lambda note: None)
     rows = read_rows(out)
     assert sorted(keys_of(out)) == sorted(EXPECTED_KEYS)  # each case exactly once

@@ -326,6 +326,12 @@ def test_report_from_a_tiny_real_sweep(tmp_path, monkeypatch):
         text = report.write_report(out).read_text()
     assert "## The article's comparison, in numbers" in text
     assert "plots/throughput_forward.png" in text  # two batch sizes: one panel
+    # the quick preset measured footprints (after the timed cases): the report shows them
+    # and the install and start workloads are decided, not "not measured"
+    assert "## Footprint and start-up" in text
+    workloads = text[text.index("## Which implementation"):text.index("## Key results")]
+    assert re.search(r"\| smallest install +\| numpy +\|", workloads)
+    assert re.search(r"\| fastest start \(serverless call, CLI\) +\| numpy +\|", workloads)
     assert all((out / p).is_file() for p in re.findall(r"\]\((plots/[^)]+)\)", text))
 
 

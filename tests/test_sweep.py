@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("fixed_peak")
 
 def tiny_grid(**overrides):
     base = dict(impls=["numpy"], cell=["rnn_tanh"], phases=["forward"], batch_size=[1, 2], seq_len=[3],
-                hidden_size=[4], input_size=[2], accuracy=False)
+                hidden_size=[4], input_size=[2], accuracy=False, footprint=False)
     return build_grid("quick", **{**base, **overrides})
 
 
@@ -77,7 +77,7 @@ def test_sigkill_leaves_valid_csv_and_resume_completes_it(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "bench.cli", "sweep", "--impl", "numpy", "--cell", "rnn_tanh",
                "--phase", "forward", "--batch-size", "1,2,3,4,5,6,7,8", "--seq-len", "2,3,4", "--hidden-size", "4",
-               "--input-size", "2", "--no-accuracy", "--quiet", "--out", str(out)]
+               "--input-size", "2", "--no-accuracy", "--no-footprint", "--quiet", "--out", str(out)]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and len(read_rows(out)) < 3:
@@ -425,7 +425,8 @@ def test_quick_leaves_compile_heavy_backends_out_unless_named(tmp_path):
             out = tmp_path / f"asked{len(named)}"
             args = cli_module.build_parser().parse_args(
                 ["sweep", *named, "--phase", "forward", "--batch-size", "1", "--seq-len", "3",
-                 "--hidden-size", "4", "--input-size", "2", "--no-accuracy", "--quiet", "--out", str(out)])
+                 "--hidden-size", "4", "--input-size", "2", "--no-accuracy", "--no-footprint", "--quiet",
+                 "--out", str(out)])
             assert cli_module.cmd_sweep(args) == 0
             rows = read_rows(out)
             assert rows and all(r["status"] == "ok" for r in rows), rows

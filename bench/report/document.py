@@ -16,6 +16,7 @@ import shlex
 from pathlib import Path
 
 from bench.record import DIAGNOSTIC_COLUMNS, row_key
+from bench.report import recommend
 from bench.report.comparison import comparison_table, flat
 from bench.report.plots import FIGURES
 from bench.report.selection import (PLAIN, SIZE_DIMS, STRUCTURE_DIMS, TIMING_PHASES, cells_in,
@@ -280,7 +281,42 @@ def _structures_section(frame, rep: dict) -> list[str]:
             markdown_table(structure_results(frame, rep)), ""]
 
 
-def render(frame, meta: dict, figures: list[Path], title: str, errors: dict | None = None) -> str:
+def recommendation_section(frame, footprint) -> list[str]:
+    return ["## Which implementation for which workload", "",
+            "The fastest (or smallest) implementation this run measured for each workload, its "
+            f"margin over the runner-up (under ×{recommend.TIE_RATIO:g}: a tie, within the noise of "
+            "one run), the rows it is based on, and the source article's suggestion beside it. "
+            "Derived from this run's rows alone: right for the machine it ran on.", "",
+            markdown_table(_frame(recommend.recommendations(frame, footprint))), ""]
+
+
+def footprint_section(footprint) -> list[str]:
+    if footprint is None or footprint.empty:
+        return []
+    rows = []
+    for _, r in footprint.iterrows():
+        rows.append({"impl": r["impl"], "status": r["status"], "installed": fmt_bytes(r["installed_bytes"]),
+                     "model file": fmt_bytes(r["model_bytes"]),
+                     "import": fmt(r["import_s"], ".3g", " s"),
+                     "RSS after import": fmt_bytes(r["rss_after_import_bytes"]),
+                     "start, empty caches": fmt(r["cold_start_s"], ".3g", " s"),
+                     "start, warm caches": fmt(r["warm_start_s"], ".3g", " s"),
+                     "on-disk cache": cell(r["disk_cache"]), "compiler at run time": cell(r["needs_compiler"]),
+                     "offline": cell(r["runs_offline"]), "distributions": cell(r["distributions"]),
+                     "note": cell(r["reason"])})
+    return ["## Footprint and start-up", "",
+            "What each implementation costs to *start*: the installed size of the distributions "
+            "it imports (importlib.metadata), the median import time and resident memory after "
+            "importing it in a fresh process, and a fresh process's time to the logits of one "
+            "B=1 sequence from canonical weights in an .npz (interpreter, imports, loading, one "
+            "prediction: what a serverless call or a CLI pays), with empty and with warm on-disk "
+            "caches. `offline`: that start also ran without a network. The import breakdown "
+            "(`python -X importtime`) of each is in `importtime/`.", "",
+            markdown_table(_frame(rows)), ""]
+
+
+def render(frame, meta: dict, figures: list[Path], title: str, errors: dict | None = None,
+           footprint=None) -> str:
     rep = representative(frame)
     out = [f"# rnnbench report: {title}", "", *header(frame, meta), "## How to read this", "",
            HOW_TO_READ, f"Representative size (key results, fixed axes of the plots): "
@@ -289,11 +325,9 @@ def render(frame, meta: dict, figures: list[Path], title: str, errors: dict | No
            "Each dimension's first row is the source article's qualitative claim; the rows "
            "under it are what this run measured.", "",
            markdown_table(flat(comparison_table(frame, meta))), "",
+           *recommendation_section(frame, footprint),
            f"## Key results at {size_label(rep) or NONE}", "", *_key_results_section(frame, rep),
-           *_structures_section(frame, rep),
-           "## Performance targets", "",
-           "The targets the project set itself, evaluated on this run's medians (bench/report/targets.py).", "",
-           markdown_table(_frame(evaluate_targets(frame))), "",
+           *_structures_section(frame, rep), *footprint_section(footprint),
            "## Implementations", "", markdown_table(implementations_table(frame, meta)), ""]
     out += ["## Plots", ""]
     for prefix, heading in FIGURES:
@@ -308,19 +342,23 @@ def render(frame, meta: dict, figures: list[Path], title: str, errors: dict | No
     details = error_details(frame, errors or {})
     if details:
         out += ["### Tracebacks of the failed rows (errors.jsonl)", "", *details]
+    out += ["## Performance targets (the project's own)", "",
+            "The targets rnnbench's developers set themselves, evaluated on this run's medians "
+            "(bench/report/targets.py): ours, not advice for the reader.", "",
+            markdown_table(_frame(evaluate_targets(frame))), ""]
     return "\n".join(out)
 
 
 def write_report(run_dir) -> Path:
     """Write DIR/plots/*.png and DIR/report.md from DIR's files alone; return the report path."""
     from bench.report import plots
-    from bench.results import load_run, read_errors, read_meta
+    from bench.results import load_run, read_errors, read_footprint, read_meta
 
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     frame = in_run_order(load_run(run_dir), meta)
     figures = plots.make_plots(frame, run_dir / "plots")
     path = run_dir / "report.md"
-    text = render(frame, meta, figures, run_dir.name, read_errors(run_dir))
+    text = render(frame, meta, figures, run_dir.name, read_errors(run_dir), read_footprint(run_dir))
     path.write_text(text, encoding="utf-8")
     return path

@@ -17,7 +17,10 @@ def format_table(headers: list[str], rows: list[list]) -> str:
 
 
 def isnan(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """Missing: None, NaN, or pandas' NA (what a nullable Int64/boolean column holds)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return type(value).__name__ == "NAType"  # pandas.NA, without importing pandas here
 
 
 def fmt(value, spec: str = ".3g", suffix: str = "") -> str:

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import traceback
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,9 +25,9 @@ from bench.measure import memory
 from bench.faults import crash_point
 from bench.measure.code import implementations_meta
 from bench.record import KEY_COLUMNS, TRACEBACK_FIELD, empty_row, key_from_list
-from bench.results import (DAMAGED_SUFFIX, RESULTS_CSV, RUN_FILES, RowWriter, done_keys,
-                           drop_rows_to_retry, read_meta, reconcile_raw_times,
-                           set_aside_damaged, write_meta)
+from bench.results import (DAMAGED_SUFFIX, FOOTPRINT_FILES, IMPORTTIME_DIR, RESULTS_CSV, RUN_FILES,
+                           RowWriter, done_keys, drop_rows_to_retry, read_meta,
+                           reconcile_raw_times, set_aside_damaged, write_meta)
 from bench.run.case import oracle_error, run_case
 from bench.run.lock import RunLock
 from bench.spec import Case, Grid
@@ -40,6 +41,12 @@ MEMORY_HEADROOM = 0.5  # a case may use at most this fraction of available memor
 IN_PROGRESS = "in_progress.json"  # the case running now: what a crash or kill interrupted
 MAX_ATTEMPTS = 2  # a case that took the process down this often is recorded as an error
 ACCURACY_TARGET = 0.90  # time-to-accuracy: first epoch whose validation accuracy reaches it
+# Fresh processes per footprint median (Grid.footprint; `rnnbench footprint` takes 5, and 3
+# cold starts of a compiling implementation). The quick preset has 3 minutes on 2 cores: a
+# process importing torch takes ~2 s, and numba's cold start compiles for ~10 s, so one cold
+# start of a compiling implementation here (its warm-up, not in the median, is a second).
+FOOTPRINT_REPEATS = 3
+FOOTPRINT_COMPILE_COLD_REPEATS = 1
 
 
 def available_memory_bytes() -> int:
@@ -73,9 +80,10 @@ def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
     if (out / RESULTS_CSV).exists() and not (resume or force):
         raise ValueError(f"{out} already holds a run; pass --resume to finish it or --force to overwrite it")
     if force and out.exists():
-        for name in (*RUN_FILES, IN_PROGRESS, "report.md", "meta.json.tmp"):
+        for name in (*RUN_FILES, *FOOTPRINT_FILES, IN_PROGRESS, "report.md", "meta.json.tmp"):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "plots", ignore_errors=True)
+        shutil.rmtree(out / IMPORTTIME_DIR, ignore_errors=True)
         shutil.rmtree(out / "exports", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -195,6 +203,20 @@ def accuracy_rows(state: _Sweep, grid: Grid, names: list[str], epochs: int,
     return rows
 
 
+def _footprint(out: Path, grid: Grid, registered, state: _Sweep, meta: dict, notify) -> None:
+    """footprint.csv for the grid's implementations (bench.measure.footprint); one with an
+    ok row already (a resume) is not measured again. The in-process backends that check
+    each child's logits are the sweep's own."""
+    from bench.measure.footprint import FootprintConfig, measure_footprint, sweep_names
+
+    names, began = sweep_names(grid, registered), time.perf_counter()
+    config = FootprintConfig(repeats=FOOTPRINT_REPEATS, compile_cold_repeats=FOOTPRINT_COMPILE_COLD_REPEATS)
+    meta["footprint"] = {"started": machine.now(), "finished": None, "impls": names,
+                         "repeats": config.repeats, "compile_cold_repeats": config.compile_cold_repeats}
+    measure_footprint(out, names, config, backend_for=state.backend, notify=notify)
+    meta["footprint"].update(finished=machine.now(), seconds=round(time.perf_counter() - began, 1))
+
+
 class _Attempts:
     """DIR/in_progress.json names the case being run. If the process dies in it (a kill, a
     segfault, the out-of-memory killer), the next --resume finds it there: it runs the
@@ -278,12 +300,12 @@ def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, pro
         write_meta(out, meta)
         _run_cases(out, grid, cases, done, meta, attempts, registered, progress=progress,
                    max_case_s=max_case_s, timing=timing or {"min_time_s": grid.min_time_s},
-                   accuracy_epochs=accuracy_epochs)
+                   accuracy_epochs=accuracy_epochs, notify=notify)
     return out
 
 
 def _run_cases(out: Path, grid: Grid, cases, done, meta, attempts, registered, *, progress,
-               max_case_s, timing, accuracy_epochs) -> None:
+               max_case_s, timing, accuracy_epochs, notify=_say) -> None:
     from tqdm import tqdm
 
     state, writer = _Sweep(meta, out), RowWriter(out)
@@ -309,6 +331,8 @@ def _run_cases(out: Path, grid: Grid, cases, done, meta, attempts, registered, *
                 wanted = [n for n in (grid.impls or registered) if n not in finished]
                 for row in accuracy_rows(state, grid, wanted, accuracy_epochs, cell, layers, bidirectional):
                     writer.write(row)
+        if grid.footprint:  # last: its processes must not run beside a timed case
+            _footprint(out, grid, registered, state, meta, notify if progress else None)
         meta["finished"] = machine.now()
     except KeyboardInterrupt:
         meta["interrupted"] = machine.now()  # `finished` stays empty: the run is partial
