@@ -290,6 +290,10 @@ def recommendation_section(frame, footprint) -> list[str]:
             markdown_table(_frame(recommend.recommendations(frame, footprint))), ""]
 
 
+def _yes_no(flag) -> str:
+    return NONE if isnan(flag) else "yes" if bool(flag) else "no"
+
+
 def footprint_section(footprint) -> list[str]:
     if footprint is None or footprint.empty:
         return []
@@ -301,8 +305,9 @@ def footprint_section(footprint) -> list[str]:
                      "RSS after import": fmt_bytes(r["rss_after_import_bytes"]),
                      "start, empty caches": fmt(r["cold_start_s"], ".3g", " s"),
                      "start, warm caches": fmt(r["warm_start_s"], ".3g", " s"),
-                     "on-disk cache": cell(r["disk_cache"]), "compiler at run time": cell(r["needs_compiler"]),
-                     "offline": cell(r["runs_offline"]), "distributions": cell(r["distributions"]),
+                     "on-disk cache": cell(r["disk_cache"]) if r["disk_cache"] else "none",
+                     "compiler at run time": cell(r["needs_compiler"]) if r["needs_compiler"] else "none",
+                     "offline": _yes_no(r["runs_offline"]), "distributions": cell(r["distributions"]),
                      "note": cell(r["reason"])})
     return ["## Footprint and start-up", "",
             "What each implementation costs to *start*: the installed size of the distributions "
