@@ -286,7 +286,9 @@ def recommendation_section(frame, footprint) -> list[str]:
             "The fastest (or smallest) implementation this run measured for each workload, its "
             f"margin over the runner-up (under ×{recommend.TIE_RATIO:g}: a tie, within the noise of "
             "one run), the rows it is based on, and the source article's suggestion beside it. "
-            "Derived from this run's rows alone: right for the machine it ran on.", "",
+            "Derived from this run's rows alone: right for the machine it ran on. *agrees?* "
+            "judges what is measured (speed, size, start-up), not the article's other reasons "
+            "(autograd's convenience for prototyping, NumPy's clarity for teaching).", "",
             markdown_table(_frame(recommend.recommendations(frame, footprint))), ""]
 
 
