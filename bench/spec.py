@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 from bench.record import KEY_COLUMNS
 
@@ -84,7 +88,7 @@ class Grid:
     min_time_s: float = 0.25
     # after every timed case: footprint and cold start per implementation (footprint.csv,
     # bench.measure.footprint), fresh processes that would disturb the timings if they ran
-    # alongside; off unless a preset (quick, default) or --footprint turns it on
+    # alongside; off unless a preset (default) or --footprint turns it on
     footprint: bool = False
 
     def compile_skip(self, cell: str, compile_heavy: bool) -> str | None:
@@ -199,10 +203,12 @@ PRESETS: dict[str, callable] = {
     # The main job: every available implementation and cell at the article's size and B=1,
     # within 3 minutes on 2 cores with cold JIT caches (measured: 6 min with torch.compile
     # and 4 sizes, of which its compiles took 2 min): a shorter timing budget per case, and
-    # compile-heavy implementations only when named (--impl torch_compile).
+    # compile-heavy implementations only when named (--impl torch_compile). No footprint
+    # unless asked (--footprint): measured from a fresh clone, the timed part took 2 min 45 s
+    # and the footprint's fresh processes 84 s more (4 min 9 s in all).
     "quick": lambda: Grid(cell=CELLS, phases=("forward", "backward", "train_step"), batch_size=(1, 32),
                           seq_len=(64,), hidden_size=(128,), min_time_s=0.15,
-                          compile_heavy_cells=(), footprint=True),
+                          compile_heavy_cells=()),
     "default": lambda: Grid(cell=CELLS, phases=PHASES, batch_size=(1, 8, 32, 128), seq_len=(16, 64, 256),
                             hidden_size=(32, 64, 128, 256, 512), dtype=DTYPES,
                             threads=tuple(sorted({1, all_cores()})), footprint=True),

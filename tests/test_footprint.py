@@ -176,7 +176,9 @@ def test_the_footprint_command_writes_the_files_under_the_lock(tmp_path, capsys)
 
 
 def test_presets_and_flags_say_when_a_sweep_measures_footprints(tmp_path):
-    assert spec.build_grid("quick").footprint and spec.build_grid("default").footprint
+    # quick: the main job's 3 minutes have no room for it (README); --footprint adds it
+    assert spec.build_grid("default").footprint and not spec.build_grid("quick").footprint
+    assert spec.build_grid("quick", footprint=True).footprint
     assert not spec.build_grid("deepbench").footprint and not spec.build_grid("gpu").footprint
     parse = build_parser().parse_args
     assert parse(["sweep", "--no-footprint"]).footprint is False
@@ -200,7 +202,8 @@ def test_a_sweep_leaves_compile_heavy_implementations_out_unless_it_runs_them():
 def test_a_sweep_measures_footprints_last_and_a_resume_keeps_them(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "FOOTPRINT_REPEATS", 1)
     grid = spec.build_grid("quick", impls=["numpy"], cell=["rnn_tanh"], phases=["forward"],
-                           batch_size=[1], seq_len=[3], hidden_size=[4], input_size=[2], accuracy=False)
+                           batch_size=[1], seq_len=[3], hidden_size=[4], input_size=[2], accuracy=False,
+                           footprint=True)
     out = sweep.run_sweep(grid, tmp_path / "run", progress=False, timing=FAST)
     assert [r["status"] for r in read_footprint_rows(out)] == ["ok"]
     assert read_meta(out)["footprint"]["impls"] == ["numpy"] and read_meta(out)["finished"]

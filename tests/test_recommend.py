@@ -74,3 +74,29 @@ def test_the_report_opens_with_the_comparison_then_the_recommendations(tmp_path)
     order = [text.index(h) for h in ("## The article's comparison", "## Which implementation for which workload",
                                      "## Key results", "## Accuracy", "## Performance targets")]
     assert order == sorted(order)
+
+
+def _add_accuracy(run_dir, name: str, accuracy: float) -> None:
+    rows = list(csv.DictReader(open(run_dir / "results.csv")))
+    extra = [{**r, "impl": name, "test_accuracy": str(accuracy)} for r in rows
+             if r["impl"] == "numpy" and r["phase"] == "accuracy"]
+    with open(run_dir / "results.csv", "a", newline="") as handle:
+        csv.DictWriter(handle, COLUMNS).writerows(extra)
+
+
+def test_int8_is_recommended_only_when_it_keeps_accuracy_and_is_faster(tmp_path):
+    def int8_row(speed: float, accuracy: float) -> dict:
+        run_dir = write_run(tmp_path / f"run-{speed}-{accuracy}")
+        _add_impl(run_dir, "onnx_fp32", 1.0)
+        _add_impl(run_dir, "onnx_int8", 1 / speed)
+        _add_accuracy(run_dir, "onnx_fp32", 0.93)
+        _add_accuracy(run_dir, "onnx_int8", accuracy)
+        return _by_workload(load_run(run_dir))["accuracy-preserving int8 (inference)"]
+
+    kept = int8_row(2.0, 0.925)
+    assert kept["measured best"] == "onnx_int8" and kept["agrees?"] == "yes"
+    assert "2.00× at B=1" in kept["runner-up (margin)"]
+    lost = int8_row(2.0, 0.90)  # 3 points below fp32
+    assert lost["measured best"].startswith("onnx_fp32") and lost["agrees?"].startswith("no")
+    slow = int8_row(1.02, 0.93)  # as fast as fp32, within noise
+    assert slow["measured best"].startswith("onnx_fp32") and "not faster" in slow["agrees?"]

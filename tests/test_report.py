@@ -318,7 +318,7 @@ def test_report_from_a_tiny_real_sweep(tmp_path, monkeypatch):
     monkeypatch.setattr(machine, "gemm_peak_gflops", lambda dtype, threads, device="cpu": {"numpy": PEAK, "peak": PEAK})
     # numpy and torch only: compiled backends would spend the test's time compiling
     grid = build_grid("quick", impls=["numpy", "torch"], cell=["rnn_tanh", "lstm"], batch_size=[1, 4],
-                      seq_len=[4], hidden_size=[8], phases=["forward", "train_step"])
+                      seq_len=[4], hidden_size=[8], phases=["forward", "train_step"], footprint=True)
     out = run_sweep(grid, tmp_path / "run", progress=False, accuracy_epochs=1,
                     timing={"min_samples": 3, "min_time_s": 0.01, "warmup_s": 0.005})
     with warnings.catch_warnings():
@@ -326,7 +326,7 @@ def test_report_from_a_tiny_real_sweep(tmp_path, monkeypatch):
         text = report.write_report(out).read_text()
     assert "## The article's comparison, in numbers" in text
     assert "plots/throughput_forward.png" in text  # two batch sizes: one panel
-    # the quick preset measured footprints (after the timed cases): the report shows them
+    # the sweep measured footprints (after the timed cases): the report shows them
     # and the install and start workloads are decided, not "not measured"
     assert "## Footprint and start-up" in text
     workloads = text[text.index("## Which implementation"):text.index("## Key results")]

@@ -151,10 +151,14 @@ def int8_row(frame, rep: dict) -> dict:
     keeps = worst <= INT8_ACCURACY_POINTS
     speed_text = ", ".join(f"{_times(s)} at B={b}" for b, s in speed)
     faster = bool(speed) and all(s >= TIE_RATIO for _, s in speed)
-    best = "onnx_int8" if keeps and faster else "onnx_fp32 (int8 does not pay here)"
+    pays_at = [f"B={b}" for b, s in speed if s >= TIE_RATIO]
+    best = ("onnx_int8" if keeps and faster else
+            f"onnx_int8 at {', '.join(pays_at)}; else onnx_fp32" if keeps and pays_at else
+            "onnx_fp32 (int8 does not pay here)")
     detail = (f"onnx_int8: forward {speed_text} onnx_fp32's speed (geometric mean over cells); "
               "test accuracy " + ", ".join(f"{c} {d:+.1f}" for c, d in changes.items()) + " points")
     agrees = ("yes" if keeps and faster else
+              f"partly: accuracy kept, faster at {', '.join(pays_at)} only" if keeps and pays_at else
               "partly: accuracy kept, not faster beyond noise" if keeps else
               f"no: int8 loses up to {worst:.1f} points")
     based_on = f"accuracy rows (digits) and forward at {size_label({k: v for k, v in rep.items() if k != 'batch_size'})}"
