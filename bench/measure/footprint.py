@@ -229,7 +229,19 @@ def offline_prefix() -> tuple[tuple[str, ...] | None, str]:
 # --- what a start imported ------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def _module_distributions() -> dict[str, list[str]]:
-    return metadata.packages_distributions()
+    """top-level module -> distributions. Python 3.10's packages_distributions() reads
+    top_level.txt only, which wheels built by meson-python (numpy's, scipy's) do not ship;
+    3.11 also infers the names from each distribution's RECORD, as done here for 3.10."""
+    mapping = metadata.packages_distributions()
+    if sys.version_info < (3, 11):
+        import inspect
+
+        for dist in metadata.distributions():
+            for entry in dist.files or ():
+                top = entry.parts[0] if len(entry.parts) > 1 else inspect.getmodulename(entry.name)
+                if top and "." not in top and dist.metadata["Name"] not in mapping.get(top, ()):
+                    mapping.setdefault(top, []).append(dist.metadata["Name"])
+    return mapping
 
 
 def distributions_of(modules) -> tuple[str, int]:
