@@ -131,6 +131,12 @@ def _scan_records(path: Path) -> tuple[list[str], list[tuple[int, str, str]]]:
     return (good if schema is SCHEMA else _upgraded(good)), bad
 
 
+def _cells(row: dict, columns) -> list:
+    """A row's CSV cells in `columns` order: not measured (None, NaN) is an empty cell."""
+    return ["" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c]))
+            else row[c] for c in columns]
+
+
 def _format_record(values) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(values)
@@ -369,9 +375,7 @@ class RowWriter:
         if row.get(TRACEBACK_FIELD):
             self._append(self._errors, json.dumps({**key, "reason": row.get("reason"),
                                                    "traceback": row[TRACEBACK_FIELD]}) + "\n")
-        cells = ["" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c]))
-                 else row[c] for c in COLUMNS]
-        self._append(self._csv, _format_record(cells))
+        self._append(self._csv, _format_record(_cells(row, COLUMNS)))
 
     def close(self) -> None:
         self._csv.close()
@@ -590,9 +594,7 @@ class FootprintWriter:
     def write(self, row: dict, raw: list[dict]) -> None:
         for entry in raw:
             RowWriter._append(self._raw, json.dumps({"impl": row["impl"], **entry}) + "\n")
-        cells = ["" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c]))
-                 else row[c] for c in FOOTPRINT_COLUMNS]
-        RowWriter._append(self._csv, _format_record(cells))
+        RowWriter._append(self._csv, _format_record(_cells(row, FOOTPRINT_COLUMNS)))
 
     def close(self) -> None:
         self._csv.close()
