@@ -314,8 +314,12 @@ def test_report_from_a_tiny_real_sweep(tmp_path, monkeypatch):
     from bench.spec import build_grid
     from bench.run.sweep import run_sweep
 
+    from bench.run import sweep
+
     # the report is under test, not the calibration GEMMs (seconds): a fixed peak
     monkeypatch.setattr(machine, "gemm_peak_gflops", lambda dtype, threads, device="cpu": {"numpy": PEAK, "peak": PEAK})
+    # ... nor the footprint's medians: one process each after the warm-up (torch's take ~2 s)
+    monkeypatch.setattr(sweep, "FOOTPRINT_REPEATS", 1)
     # numpy and torch only: compiled backends would spend the test's time compiling
     grid = build_grid("quick", impls=["numpy", "torch"], cell=["rnn_tanh", "lstm"], batch_size=[1, 4],
                       seq_len=[4], hidden_size=[8], phases=["forward", "train_step"], footprint=True)
