@@ -31,6 +31,7 @@ breaks are 0 by construction. Backward is autograd through the compiled graph
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import torch
 
@@ -47,6 +48,14 @@ class TorchCompileBackend(TorchBackend):
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
+        self.compiles = 0
+        self._threads = torch.get_num_threads()
+        self._compiled = self._compiled_layers = None  # wrapped at the first call: _wrap
+
+    def _wrap(self) -> None:
+        """Configure dynamo and wrap the loops (each compiled at its first call). Not in
+        __init__: importing dynamo takes ~2 s, which a sweep that only skips this
+        compile-heavy implementation (the quick preset) would pay for nothing."""
         import torch._dynamo
 
         config = torch._dynamo.config
@@ -55,9 +64,7 @@ class TorchCompileBackend(TorchBackend):
         # The contract lets backward run again on one cache (the harness times it so), which
         # needs retain_graph; AOTAutograd's donated buffers forbid that, so they are off.
         torch._functorch.config.donated_buffer = False
-        self.compiles = 0
-        self._threads = torch.get_num_threads()
-        self._compiled = self._compile(LOOPS)  # compiled lazily, at the first call
+        self._compiled = self._compile(LOOPS)
         self._compiled_layers = self._compile(LAYER_LOOPS)
 
     def _compile(self, loops: dict) -> dict:
@@ -71,6 +78,8 @@ class TorchCompileBackend(TorchBackend):
         return compile_fx(graph_module, example_inputs)
 
     def _logits(self, p, x, lengths, dropout=None):
+        if self._compiled is None:
+            self._wrap()
         if torch.get_num_threads() != self._threads:  # kernels built for another count
             torch._dynamo.reset()
             self._threads = torch.get_num_threads()
@@ -86,10 +95,11 @@ class TorchCompileBackend(TorchBackend):
 
 
 def _build(device: str) -> TorchCompileBackend:
-    try:
-        importlib.import_module("torch._inductor.compile_fx")
-    except ImportError as exc:
-        raise Unavailable(f"torch {torch.__version__} has no inductor compiler ({exc})") from exc
+    # located, not imported: importing inductor takes ~2 s, which a sweep that skips
+    # this compile-heavy implementation (the quick preset) would pay for nothing;
+    # torch.compile imports it at the first compile, inside compile_s
+    if importlib.util.find_spec("torch._inductor") is None:
+        raise Unavailable(f"torch {torch.__version__} has no inductor compiler (torch._inductor)")
     return TorchCompileBackend(device)
 
 

@@ -138,7 +138,7 @@ def test_error_rows_keep_their_traceback_in_errors_jsonl(tmp_path):
     broken = types.SimpleNamespace(create=lambda device=None: _numpy_with(_predict=failing_forward))
     with temporary_entry("broken", broken):
         grid = build_grid("quick", impls=["broken"], cell=["rnn_tanh"], phases=["forward"], batch_size=[1],
-                          seq_len=[3], hidden_size=[4], input_size=[2], accuracy=False)
+                          seq_len=[3], hidden_size=[4], input_size=[2], accuracy=False, footprint=False)
         out = run_sweep(grid, tmp_path / "run", progress=False, timing=FAST)
     errors = read_errors(out)
     (key, entry), = errors.items()

@@ -47,6 +47,19 @@ def test_digits_rows_shapes_and_dtypes(digits):
         assert set(np.unique(y)) == set(range(10))  # stratified: every class everywhere
 
 
+def test_digits_read_from_the_shipped_file_equal_sklearns_load_digits():
+    """_digits reads scikit-learn's file without importing scikit-learn: the same arrays."""
+    from sklearn.datasets import load_digits
+
+    from bench.train.data import _digits
+
+    images, labels = _digits()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+    assert images.dtype == np.float64 and labels.dtype == np.int64
+
+
 def test_digits_pixels_shapes():
     ds = load_digits_pixels(seed=0)
     assert ds.name == "digits-pixels"

@@ -74,7 +74,7 @@ def test_numpy_row_is_complete_and_round_trips(measured):
 def test_every_child_computed_the_in_process_logits(measured):
     run, rows = measured
     raw = [e for e in _raw(run) if e["impl"] == "numpy"]
-    assert [e["kind"] for e in raw] == ["warmup", "cold_and_warm", "cold_and_warm"]
+    assert [e["kind"] for e in raw] == ["cold_and_warm", "cold_and_warm", "importtime"]
     assert all(e["max_rel_error"] <= impls.tolerance("numpy", "float32") for e in raw)
 
 
@@ -176,9 +176,9 @@ def test_the_footprint_command_writes_the_files_under_the_lock(tmp_path, capsys)
 
 
 def test_presets_and_flags_say_when_a_sweep_measures_footprints(tmp_path):
-    # quick: the main job's 3 minutes have no room for it (README); --footprint adds it
-    assert spec.build_grid("default").footprint and not spec.build_grid("quick").footprint
-    assert spec.build_grid("quick", footprint=True).footprint
+    # quick: the main job's report opens with a recommendation that needs them
+    assert spec.build_grid("default").footprint and spec.build_grid("quick").footprint
+    assert not spec.build_grid("quick", footprint=False).footprint
     assert not spec.build_grid("deepbench").footprint and not spec.build_grid("gpu").footprint
     parse = build_parser().parse_args
     assert parse(["sweep", "--no-footprint"]).footprint is False
@@ -229,3 +229,33 @@ def test_distributions_leave_the_standard_library_out():
     text, size = distributions_of(["numpy", "json", "os"])
     assert text == f"numpy {np.__version__}" and size > 0
     assert distributions_of(["json"]) == ("", 0)
+
+
+NEEDS_NETWORK_CHILD = '''
+import socket, sys
+if all(name == "lo" for _, name in socket.if_nameindex()):
+    sys.exit("no network interface: this start needs one")
+from bench.measure import footprint_child
+footprint_child.main(sys.argv[1:])
+'''
+
+
+def test_a_start_that_needs_a_network_runs_online_and_says_so(tmp_path, monkeypatch):
+    """Every process runs offline where unshare -n works: one that fails offline and starts
+    online is counted online (runs_offline False, the reason kept), its failure in no median."""
+    if footprint.offline_prefix()[0] is None:
+        pytest.skip(f"offline is not checkable here: {footprint.offline_prefix()[1]}")
+    import socket
+
+    if all(name == "lo" for _, name in socket.if_nameindex()):
+        pytest.skip("this machine has no network interface: nothing to take away")
+    (tmp_path / "needs_network_child.py").write_text(NEEDS_NETWORK_CHILD)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    config = FootprintConfig(repeats=2, child_module="needs_network_child")
+    row = measure_footprint(tmp_path / "run", ["numpy"], config)[0]
+    assert row["status"] == "ok", row["reason"]
+    assert row["runs_offline"] is False and "fails without a network" in row["reason"]
+    raw = _raw(tmp_path / "run")
+    assert [e["kind"] for e in raw] == ["offline_attempt", "cold_and_warm", "cold_and_warm", "importtime"]
+    assert raw[0]["offline"] and not any(e["offline"] for e in raw[1:])
+    assert row["samples"] == 2

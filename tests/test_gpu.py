@@ -41,7 +41,8 @@ def test_gpu_sweep_rows_carry_device_time_and_memory(tmp_path):
     if not gpus:
         pytest.skip("no CUDA GPU: GPU sweeps run on a GPU machine via bench/gpu_check.sh (tox -e gpu)")
     grid = build_grid("quick", impls=gpus, phases=["forward", "train_step", "transfer"],
-                      batch_size=[4], seq_len=[8], hidden_size=[32], input_size=[8], accuracy=False)
+                      batch_size=[4], seq_len=[8], hidden_size=[32], input_size=[8], accuracy=False,
+                      footprint=False)
     frame = load_run(run_sweep(grid, tmp_path / "run", progress=False, timing=FAST))
     assert set(frame["status"]) == {"ok"}, frame[["impl", "phase", "reason"]]
     assert frame["device"].str.startswith("cuda").all()

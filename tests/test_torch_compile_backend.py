@@ -45,6 +45,7 @@ def test_nn_rnn_would_break_the_graph():
 
 
 def test_recompile_limit_hit_is_an_error_not_eager(backend):
+    run(backend, 1, 1)  # the backend sets its limits at its first call (importing dynamo)
     torch._dynamo.reset()
     # config.patch, torch's own scoped override: setattr/delattr on its config module
     # (what monkeypatch does) can leave the option hidden for the rest of the process

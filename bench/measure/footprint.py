@@ -15,16 +15,20 @@ implementation gets one row of footprint.csv (columns: bench.record.FOOTPRINT_SC
   on-disk cache both are the same processes;
 - whether it needs a compiler at run time, and whether it starts without a network.
 
-How the processes run, per implementation:
-1. a warm-up process (page cache, .pyc files), not in any median: `python -X importtime`
-   (importtime/<impl>.txt), empty caches, in a network namespace without interfaces
-   (`unshare -n`) where permitted: it exports/compiles too, so it is the offline check. It
-   also writes the cache the warm processes reuse. If it fails offline it is run again
-   online: runs_offline is then False, and the row says why.
-2. cold processes, each with fresh empty caches (min(repeats, 3) for implementations that
-   compile: numba's cold start compiles for seconds);
-3. warm processes reusing the warm-up's caches (implementations without an on-disk cache
-   skip 2 and count these as both).
+How the processes run, per implementation (after the parent made the in-process backend,
+which already read the library into the page cache and wrote the .pyc files: a separate
+warm-up process measured no different from the first cold one, so there is none):
+1. cold processes, each with fresh empty caches (for implementations that compile, at most
+   `compile_cold_repeats`: numba's cold start compiles for ~12 s); the first one's cache is
+   kept for the warm processes;
+2. warm processes reusing it (an implementation without an on-disk cache has no cold ones:
+   its processes count as both);
+3. one more warm process under `python -X importtime` for importtime/<impl>.txt, in no
+   median (it adds ~15 ms to numpy's 0.22 s start: measured side by side).
+Every process runs in a network namespace without interfaces (`unshare -n`, ~4 ms) where
+permitted, so every start, export and compile is also the offline check; if the first
+fails offline it is run again online, and then all that follow: runs_offline is False and
+the row says why.
 Every child is pinned to one thread (THREAD_ENV: what bench.measure.machine.use_threads
 does, as the environment a fresh process reads), and its logits must equal the in-process
 backend's predict of the same weights within the implementation's tolerance: a fast start
@@ -74,7 +78,7 @@ FOOTPRINT_CASE = FootprintCase()
 
 @dataclass(frozen=True)
 class FootprintConfig:
-    repeats: int = 5  # processes per median (after the warm-up)
+    repeats: int = 5  # processes per median
     compile_cold_repeats: int = 3  # at most this many cold starts of a compiling implementation
     timeout_s: float = 120.0  # per child process
     compile_timeout_s: float = 600.0  # per child of a compile-heavy implementation (inductor)
@@ -128,7 +132,7 @@ def cache_env(folder: Path) -> dict[str, str]:
 @dataclass
 class Start:
     """One child process: its wall time to the logits and what it reported."""
-    kind: str  # warmup | cold | warm | cold_and_warm
+    kind: str  # cold | warm | cold_and_warm; in no median: importtime | offline_attempt
     offline: bool = False
     wall_s: float | None = None
     returncode: int | None = None
@@ -345,6 +349,7 @@ class _Impl:
         self.timeout_s = config.compile_timeout_s if heavy else config.timeout_s
         self.starts: list[Start] = []
         self._folders = 0
+        self.offline = offline_prefix()[0] is not None  # False once a start failed offline
 
     def fresh_cache(self) -> Path:
         self._folders += 1
@@ -352,12 +357,12 @@ class _Impl:
         folder.mkdir()
         return folder
 
-    def run(self, kind: str, cache: Path, *, importtime: bool = False, offline: bool = False) -> Start:
+    def run(self, kind: str, cache: Path, *, importtime: bool = False) -> Start:
         child = {"impl": self.impl, "params": str(self.params_path), "x": str(self.x_path),
                  "cache_dir": str(cache / "exports")}
         argv = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m",
                 self.config.child_module, json.dumps(child)]
-        prefix = offline_prefix()[0] if offline else None
+        prefix = offline_prefix()[0] if self.offline else None
         env = {**os.environ, **THREAD_ENV, **cache_env(cache),
                "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
         start = spawn([*(prefix or ()), *argv], env, self.timeout_s, Start(kind, offline=bool(prefix)))
@@ -380,19 +385,21 @@ class _Impl:
                            f"(relative), beyond {self.impl}'s tolerance {self.tolerance:.0e}")
 
 
-def _warm_up(runner: _Impl) -> tuple[Start, Path, bool | None, str]:
-    """The first process (see the module doc): -> (its start, the cache it wrote,
-    runs_offline, a note)."""
-    prefix, why_not = offline_prefix()
+def _first_start(runner: _Impl, kind: str) -> tuple[Start, Path, bool | None, str]:
+    """The first counted process, empty caches (see the module doc): -> (its start, the
+    cache it wrote, runs_offline, a note)."""
     cache = runner.fresh_cache()
-    first = runner.run("warmup", cache, importtime=True, offline=prefix is not None)
-    if prefix is None:
-        return first, cache, None, why_not
+    first = runner.run(kind, cache)
+    if not runner.offline:
+        return first, cache, None, offline_prefix()[1]
     if first.error is None:
         return first, cache, True, ""
-    shutil.rmtree(cache)  # offline failed: is it the network, or the implementation?
+    first.kind = "offline_attempt"  # kept in the raw file, in no median: is it the
+    # network, or the implementation?
+    runner.offline = False
+    shutil.rmtree(cache)
     cache = runner.fresh_cache()
-    online = runner.run("warmup", cache, importtime=True)
+    online = runner.run(kind, cache)
     if online.error is None:
         return online, cache, False, f"fails without a network (unshare -n): {first.error}"
     return online, cache, None, ""
@@ -412,9 +419,13 @@ def measure_impl(impl: str, backend, config: FootprintConfig, inputs: tuple,
                              f"{exc}".splitlines()[0]), "device": backend.device}, [], None)
     cost = START_COSTS.get(impl, StartCost())
     runner = _Impl(impl, config, inputs, expected, work)
-    first, warm_cache, offline, note = _warm_up(runner)
+    first, warm_cache, offline, note = _first_start(runner, "cold" if cost.disk_cache else "cold_and_warm")
     failed = first if first.error else _timed_starts(runner, cost, config, warm_cache)
-    report = importtime_report(first.stderr, impl) if first.error is None else None
+    profiled = None
+    if failed is None:  # the import breakdown, from one more warm process
+        profiled = runner.run("importtime", warm_cache, importtime=True)
+        failed = profiled if profiled.error else None
+    report = importtime_report(profiled.stderr, impl) if failed is None else None
     raw = [s.raw() for s in runner.starts]
     row = {**_base_row(impl, case, "ok"), "device": backend.device, "model_bytes": model_bytes,
            "disk_cache": cost.disk_cache, "needs_compiler": cost.needs_compiler}
@@ -426,11 +437,11 @@ def measure_impl(impl: str, backend, config: FootprintConfig, inputs: tuple,
 
 
 def _timed_starts(runner: _Impl, cost: StartCost, config: FootprintConfig, warm_cache: Path) -> Start | None:
-    """The cold, then the warm processes (or, without an on-disk cache, processes that are
-    both); -> the first that failed, or None."""
+    """After the first: the other cold processes, then the warm ones (or, without an
+    on-disk cache, more processes that are both); -> the first that failed, or None."""
     cold = min(config.repeats, config.compile_cold_repeats) if cost.compiles else config.repeats
-    plan = ([("cold", None)] * cold if cost.disk_cache else []) + \
-        [("warm" if cost.disk_cache else "cold_and_warm", warm_cache)] * config.repeats
+    plan = ([("cold", None)] * (cold - 1) + [("warm", warm_cache)] * config.repeats if cost.disk_cache
+            else [("cold_and_warm", None)] * (config.repeats - 1))
     for kind, cache in plan:
         start = runner.run(kind, cache or runner.fresh_cache())
         if start.error:

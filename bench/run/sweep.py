@@ -43,9 +43,10 @@ MAX_ATTEMPTS = 2  # a case that took the process down this often is recorded as 
 ACCURACY_TARGET = 0.90  # time-to-accuracy: first epoch whose validation accuracy reaches it
 # Fresh processes per footprint median (Grid.footprint; `rnnbench footprint` takes 5, and 3
 # cold starts of a compiling implementation). The quick preset has 3 minutes on 2 cores: a
-# process importing torch takes ~2 s, and numba's cold start compiles for ~10 s, so one cold
-# start of a compiling implementation here (its warm-up, not in the median, is a second).
-FOOTPRINT_REPEATS = 3
+# process importing torch takes ~2 s, and numba's cold start compiles for ~11 s, so two
+# processes per median and one cold start of a compiling implementation (with the
+# import-time process, in no median, 3-4 processes an implementation: ~45 s in all).
+FOOTPRINT_REPEATS = 2
 FOOTPRINT_COMPILE_COLD_REPEATS = 1
 
 
@@ -106,6 +107,7 @@ class _Sweep:
                 self.backends[name].cache_dir = str(self.run_dir / "exports")
             except (impls.Unavailable, ValueError) as exc:
                 self.backends[name] = exc
+            memory.freeze_long_lived()  # between cases: what is alive now lives all sweep
         return self.backends[name]
 
     def peak(self, dtype: str, threads: int, device: str = "cpu") -> float:
