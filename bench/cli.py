@@ -286,9 +286,25 @@ def cmd_sweep(args) -> int:
     if args.out is None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
         args.out = Path("runs") / f"{preset or 'quick'}-{stamp}"
-    out = run_sweep(grid, args.out, resume=args.resume, force=args.force, progress=not args.quiet,
-                    command=["rnnbench", *sys.argv[1:]], max_case_s=args.max_case_s,
-                    allow_oversubscribe=args.allow_oversubscribe)
+    cluster = None
+    if args.scheduler or args.scheduler_file:
+        from bench.run.distributed import connect, wait_for_workers
+
+        cluster = connect(args.scheduler, args.scheduler_file, args.wait_workers_s)
+        workers = wait_for_workers(cluster, args.wait_workers_s)
+        if grid.footprint:  # fresh-process starts belong to one host (bench.run.distributed)
+            print("rnnbench: a distributed sweep measures no footprint: run `rnnbench footprint "
+                  "RUN_DIR` on a host", file=sys.stderr)
+            grid = dataclasses.replace(grid, footprint=False)
+        if not args.quiet:
+            print(f"rnnbench: {workers} worker(s) at {cluster.scheduler.address}", file=sys.stderr)
+    try:
+        out = run_sweep(grid, args.out, resume=args.resume, force=args.force, progress=not args.quiet,
+                        command=["rnnbench", *sys.argv[1:]], max_case_s=args.max_case_s,
+                        allow_oversubscribe=args.allow_oversubscribe, cluster=cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
     print(f"results: {out / 'results.csv'}")
     if args.report:
         from bench.report.document import write_report
@@ -430,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "(footprint.csv; default: the preset's, on for quick and default)")
     sweep.add_argument("--allow-oversubscribe", action="store_true",
                        help="run thread counts above the cores available (rows say so)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run the cases on a Dask cluster (tcp://HOST:8786; one worker per host, "
+                            "started with --nthreads 1 --resources bench=1; needs .[dist])")
+    sweep.add_argument("--scheduler-file", metavar="FILE",
+                       help="as --scheduler, the address read from a scheduler file")
+    sweep.add_argument("--wait-workers-s", type=_positive_float, default=60.0,
+                       help="with --scheduler: wait this long for the scheduler and a first worker (default 60)")
     sweep.add_argument("--report", action="store_true", help="write DIR/report.md afterwards")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -45,6 +45,8 @@ SCHEMA: tuple[Column, ...] = (
     Column("threads", "the one thread count every library was pinned to", key=True, integer=True),
     Column("num_classes", "C, classifier outputs", integer=True),
     Column("device", "where the backend's arrays live: cpu, cuda:0, ...", kind="text"),
+    Column("host", "the machine (a distributed sweep: the worker) that measured the row; "
+           "its machine and calibration: meta.json hosts", kind="text"),
     # --- time (bench.measure.timing) ---------------------------------------------------
     Column("median_s", "median seconds per call (accuracy rows: the training time)"),
     Column("iqr_s", "interquartile range of the per-call samples, seconds"),
@@ -85,6 +87,7 @@ COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA)
 COLUMN_ADDITIONS: tuple[dict[str, object], ...] = (
     {"cell": "rnn_tanh"},  # before LSTM/GRU: the tanh cell only
     {"num_layers": 1, "bidirectional": False},  # before stacked/bidirectional models: the plain one
+    {"host": ""},  # before distributed sweeps: not recorded (meta.json machine says where)
 )
 ADDED_COLUMNS: dict[str, object] = {k: v for added in COLUMN_ADDITIONS for k, v in added.items()}
 # The columns of each older version's results.csv, oldest first: it lacks the additions
@@ -93,6 +96,8 @@ LEGACY_COLUMNS: tuple[tuple[str, ...], ...] = tuple(
     tuple(c for c in COLUMNS if not any(c in added for added in COLUMN_ADDITIONS[version:]))
     for version in range(len(COLUMN_ADDITIONS)))
 KEY_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.key)
+# what a raw-times/errors line (keys only) of an older run lacks
+ADDED_KEY_COLUMNS: dict[str, object] = {k: v for k, v in ADDED_COLUMNS.items() if k in KEY_COLUMNS}
 LEGACY_KEY_COLUMNS: tuple[tuple[str, ...], ...] = tuple(tuple(c for c in KEY_COLUMNS if c in columns)
                                                         for columns in LEGACY_COLUMNS)
 FLAG_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.kind == "flag")
@@ -148,9 +153,10 @@ def parse_flag(value) -> bool:
     raise ValueError(f"{value!r} is not True/False")
 
 
-def upgrade_entry(entry: dict) -> dict:
-    """A row or raw-times/errors entry written before ADDED_COLUMNS existed, with them."""
-    missing = {k: v for k, v in ADDED_COLUMNS.items() if k not in entry}
+def upgrade_entry(entry: dict, added: dict | None = None) -> dict:
+    """A row or raw-times/errors entry written before ADDED_COLUMNS existed, with them
+    (`added`: only these, e.g. ADDED_KEY_COLUMNS for the .jsonl files, which carry keys)."""
+    missing = {k: v for k, v in (ADDED_COLUMNS if added is None else added).items() if k not in entry}
     return {**missing, **entry} if missing else entry
 
 
@@ -190,6 +196,8 @@ def check_diagnostics(values: dict, source: str) -> None:
 FOOTPRINT_SCHEMA: tuple[Column, ...] = (
     Column("impl", "implementation name (impls.names())", key=True, kind="text"),
     Column("device", "where the backend's arrays live: cpu, cuda:0, ...", kind="text"),
+    Column("host", "the machine (a distributed sweep: the worker) that measured the row; "
+           "its machine and calibration: meta.json hosts", kind="text"),
     Column("cell", "recurrent cell of the model measured", kind="text"),
     Column("batch_size", "B of the one prediction", integer=True),
     Column("seq_len", "T, time steps", integer=True),

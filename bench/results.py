@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 from bench.faults import crash_point
-from bench.record import (ADDED_COLUMNS, COLUMNS, FLAG_TEXT, FOOTPRINT_COLUMNS, FOOTPRINT_SCHEMA,
+from bench.record import (ADDED_COLUMNS, ADDED_KEY_COLUMNS, COLUMNS, FLAG_TEXT, FOOTPRINT_COLUMNS, FOOTPRINT_SCHEMA,
                           FOOTPRINT_STATUSES, KEY_COLUMNS, LEGACY_COLUMNS, RAW_TIMES_FIELD, SCHEMA,
                           TRACEBACK_FIELD, cell_problem, row_key, upgrade_entry)
 
@@ -185,8 +185,8 @@ def scan_jsonl(path: Path) -> tuple[str, list[tuple[int, str, str]]]:
             if not isinstance(times, list) or not all(isinstance(t, (int, float)) and not
                                                        isinstance(t, bool) for t in times):
                 problem = "times_s is not a list of numbers"
-        if problem is None and not set(ADDED_COLUMNS) <= set(entry):  # an older run's line
-            line = json.dumps(upgrade_entry(entry)) + "\n"
+        if problem is None and not set(ADDED_KEY_COLUMNS) <= set(entry):  # an older run's line
+            line = json.dumps(upgrade_entry(entry, ADDED_KEY_COLUMNS)) + "\n"
         (good.append(line) if problem is None else bad.append((number, line, problem)))
     return "".join(good), bad
 
@@ -294,7 +294,8 @@ def _upgrade_schema(run_dir: Path, missing: tuple[str, ...]) -> list[str]:
     for name, scan in ((RESULTS_CSV, scan_csv), (RAW_TIMES, scan_jsonl), (ERRORS, scan_jsonl)):
         if (run_dir / name).exists():
             _replace_text(run_dir / name, scan(run_dir / name)[0])
-    added = ", ".join(f"{k} = {ADDED_COLUMNS[k]}" for k in missing)
+    added = ", ".join(f"{k} = {ADDED_COLUMNS[k] if ADDED_COLUMNS[k] != '' else '(not recorded)'}"
+                      for k in missing)
     return [f"{run_dir}: written before the column(s) {', '.join(missing)}; its rows are "
             f"read as {added} (every row had that then) and its files rewritten with them"]
 

@@ -16,6 +16,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: minutes of compilation; run with --run-slow")
+    config.addinivalue_line("markers", "distributed: against real Dask clusters (tests/test_distributed.py)")
     config.addinivalue_line("markers", "real_calibration: a test module's fixed_peak does not apply")
 
 

@@ -207,16 +207,16 @@ def _as_written_by_version(out: Path, version: int) -> None:
                                         + "\n" for e in lines))
 
 
-@pytest.mark.parametrize("version, missing", [(0, "cell, num_layers, bidirectional"),
-                                              (1, "num_layers, bidirectional")],
-                         ids=["before-cell", "before-structure"])
+@pytest.mark.parametrize("version, missing", [(0, "cell, num_layers, bidirectional, host"),
+                                              (1, "num_layers, bidirectional, host"), (2, "host")],
+                         ids=["before-cell", "before-structure", "before-host"])
 def test_a_run_from_an_older_version_loads_and_resumes_as_the_plain_tanh_model(tmp_path, version, missing):
     out = tmp_path / "run"
     sweep(out)
     before = keys_of(out)
     _as_written_by_version(out, version)
     assert (out / "results.csv").read_text().splitlines()[0] == ",".join(LEGACY_COLUMNS[version])
-    assert "num_layers" not in (out / "raw_times.jsonl").read_text()
+    assert ("num_layers" in (out / "raw_times.jsonl").read_text()) == (version >= 2)
     frame = load_run(out)
     assert list(frame["cell"]) == ["rnn_tanh", "rnn_tanh"]
     assert list(frame["num_layers"]) == [1, 1] and list(frame["bidirectional"]) == [False, False]
@@ -230,6 +230,8 @@ def test_a_run_from_an_older_version_loads_and_resumes_as_the_plain_tanh_model(t
         (cell, bidirectional) for cell in ("rnn_tanh", "lstm") for bidirectional in ("False", "True")
         if (cell, bidirectional) != ("rnn_tanh", "False") for _ in before]
     assert {r["num_layers"] for r in rows} == {"1"}
+    assert [r["host"] for r in rows[:2]] == ["", ""]  # not recorded then; the resumed rows say where
+    assert all(r["host"] for r in rows[2:])
     raw = [json.loads(line) for line in (out / "raw_times.jsonl").read_text().splitlines()]
     assert [(e["cell"], e["num_layers"], e["bidirectional"]) for e in raw[:2]] == [("rnn_tanh", 1, False)] * 2
     assert len(raw) == len(rows)  # every timed row has its samples, old ones upgraded

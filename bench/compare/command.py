@@ -31,9 +31,10 @@ def add_parser(sub) -> None:
         "compare", help="BASE against each OTHER (run folders or pytest-benchmark JSON): "
                         "faster/slower per case with a test, memory, accuracy and correctness "
                         "changes, and whether the machines are comparable, in compare.md")
-    compare.add_argument("base", metavar="BASE", help="run folder or pytest-benchmark JSON to compare against")
+    compare.add_argument("base", metavar="BASE", help="run folder (RUN_DIR@HOST: one host of a "
+                                                     "distributed run) or pytest-benchmark JSON to compare against")
     compare.add_argument("others", metavar="OTHER", nargs="+",
-                         help="run folder(s) or pytest-benchmark JSON(s); each compared with BASE")
+                         help="run folder(s) (or RUN_DIR@HOST) or pytest-benchmark JSON(s); each compared with BASE")
     compare.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                          help=f"where compare.md and plots/ go (default {DEFAULT_OUT})")
     compare.add_argument("--threshold", type=_ratio, default=1.10,

@@ -51,11 +51,23 @@ class Source:
     entries: dict[tuple, Entry] = field(default_factory=dict)
 
 
+def split_host(text) -> tuple[Path, str | None]:
+    """`RUN_DIR@HOST` -> (RUN_DIR, HOST): one host of a distributed run, compared like a
+    run of its own; a path that exists as written is never split."""
+    text = str(text)
+    folder, at, host = text.rpartition("@")
+    if at and host and not Path(text).exists() and Path(folder).is_dir():
+        return Path(folder), host
+    return Path(text), None
+
+
 def load_sources(paths) -> list[Source]:
-    """Each path read as a run folder or a pytest-benchmark JSON, labelled so that no two
-    labels are the same."""
-    paths = [Path(p) for p in paths]
-    return [load_source(path, label) for path, label in zip(paths, unique_labels(paths))]
+    """Each path read as a run folder (RUN_DIR@HOST: that host's rows and machine) or a
+    pytest-benchmark JSON, labelled so that no two labels are the same."""
+    split = [split_host(p) for p in paths]
+    labels = unique_labels([path for path, _ in split])
+    return [load_source(path, label + (f"@{host}" if host else ""), host=host)
+            for (path, host), label in zip(split, labels)]
 
 
 def unique_labels(paths: list[Path]) -> list[str]:
@@ -76,10 +88,12 @@ def unique_labels(paths: list[Path]) -> list[str]:
     return labels
 
 
-def load_source(path, label: str | None = None) -> Source:
+def load_source(path, label: str | None = None, host: str | None = None) -> Source:
     path = Path(path)
     if path.is_dir():
-        return read_run_folder(path, label or path.name)
+        return read_run_folder(path, label or path.name, host)
+    if host:
+        raise FileNotFoundError(f"{path}@{host}: a host is named only after a run folder")
     if path.is_file():
         return read_pytest_benchmark(path, label or path.stem)
     raise FileNotFoundError(f"{path}: no such run folder or pytest-benchmark JSON")
@@ -106,10 +120,20 @@ def _raw_times(run_dir: Path) -> dict[tuple, list[float]]:
     return {row_key(entry): entry["times_s"] for entry in map(json.loads, text.splitlines())}
 
 
-def read_run_folder(run_dir: Path, label: str) -> Source:
+def read_run_folder(run_dir: Path, label: str, host: str | None = None) -> Source:
+    """A run's rows and machine; with `host`, that host's rows and its machine (meta.json
+    hosts). A distributed run read whole has no one machine: its machine fields are
+    'not recorded' (the warning then says it cannot tell) unless one host ran every row."""
     if not (run_dir / RESULTS_CSV).exists():
         raise FileNotFoundError(f"{run_dir}: no {RESULTS_CSV}; not a run folder of `rnnbench sweep`")
     rows = read_rows(run_dir)  # old runs come back with today's columns (bench.results)
+    meta = read_meta(run_dir)
+    hosts = sorted({r.get("host") or "" for r in rows} - {""})
+    if host is not None:
+        if host not in hosts:
+            raise ValueError(f"{run_dir}: no row was measured on host {host!r}; "
+                             f"its hosts: {', '.join(hosts) or 'not recorded'}")
+        rows = [r for r in rows if r.get("host") == host]
     if not rows:
         raise ValueError(f"{run_dir}: {RESULTS_CSV} has no rows")
     raw = _raw_times(run_dir)
@@ -122,9 +146,18 @@ def read_run_folder(run_dir: Path, label: str) -> Source:
                              tuple(raw.get(key, ())) if ok else (),
                              *(_number(row[c]) for c in ("peak_mem_bytes", "max_err",
                                                          "test_accuracy", "compile_s")))
-    meta = read_meta(run_dir)
-    return Source(label, run_dir, RUN_FOLDER, meta.get("machine") or {},
+    return Source(label, run_dir, RUN_FOLDER, _machine_of_run(meta, hosts, host),
                   {k: meta.get(k) for k in ("started", "finished", "command")}, entries)
+
+
+def _machine_of_run(meta: dict, hosts: list[str], host: str | None) -> dict:
+    """The machine that measured the rows compared: the run's own, or (a distributed run)
+    the named host's, or its only host's; several hosts unnamed: none."""
+    per_host = meta.get("hosts") or {}
+    if not per_host:
+        return meta.get("machine") or {}
+    chosen = host or (hosts[0] if len(hosts) == 1 else None)
+    return (per_host.get(chosen) or {}).get("machine") or {} if chosen else {}
 
 
 # ---------------------------------------------------------------- pytest-benchmark JSON

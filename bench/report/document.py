@@ -172,19 +172,15 @@ def header(frame, meta: dict) -> list[str]:
     import pandas as pd
 
     machine = meta.get("machine", {})
-    blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')}, "
-                     f"{b.get('threading_layer')}, {b.get('num_threads')} threads)"
-                     for b in machine.get("blas") or []) or NONE
+    blas, simd, gpus = _blas_text(machine), _simd_text(machine), _gpus_text(machine)
     versions = ", ".join(f"{k} {v}" for k, v in (machine.get("versions") or {}).items() if v)
     threads = ", ".join(str(t) for t in sorted(set(ok_timing(frame)["threads"]))) or NONE
     command = meta.get("command")
-    features = machine.get("cpu_features") or {}
-    simd = f"; SIMD: {' '.join(features['simd'])}" if features.get("simd") else ""
     lines = [f"- **CPU**: {machine.get('cpu_model', NONE)}, {machine.get('cores', NONE)} cores "
-             f"({machine.get('cores_available', NONE)} available to the run){simd}; "
-             f"{machine.get('platform', '')}",
+             f"({machine.get('cores_available', NONE)} available to the run)"
+             f"{f'; SIMD: {simd}' if simd else ''}; {machine.get('platform', '')}",
              f"- **threads used**: {threads}", f"- **BLAS**: {blas}",
-             f"- **GPUs**: {', '.join(map(str, machine.get('gpus') or [])) or 'none'}",
+             f"- **GPUs**: {gpus}",
              f"- **versions**: Python {machine.get('python', '?')}, {versions or NONE}",
              f"- **git commit**: `{machine.get('git_commit', NONE)}`",
              f"- **date**: {meta.get('started', NONE)} → {meta.get('finished', NONE)}",
@@ -199,6 +195,11 @@ def header(frame, meta: dict) -> list[str]:
                      "their times measure the scheduler as much as the code")
     for entry in meta.get("recovered") or []:
         lines.append(f"- **recovered on resume** ({entry.get('at', NONE)}): {cell(entry.get('note'))}")
+    if meta.get("hosts"):
+        return lines[:1] + [f"- **measured on**: {len(meta['hosts'])} host(s) of a Dask cluster "
+                            f"(`{(meta.get('distributed') or {}).get('scheduler', NONE)}`), each "
+                            "below with its own machine and calibration; the machine above ran "
+                            "the client, which measured nothing"] + lines[1:] + ["", *hosts_section(frame, meta)]
     lines.append("")
     peaks = pd.DataFrame([{"dtype": c["dtype"], "threads": c["threads"],
                            **{f"{k} GEMM GFLOP/s": fmt(v, ".1f") for k, v in c["gemm_gflops"].items()}}
@@ -206,6 +207,42 @@ def header(frame, meta: dict) -> list[str]:
     lines += ["Calibration: the best GEMM rate measured on this machine per dtype and thread "
               "count (`peak`, the denominator of every % of peak):", "", markdown_table(peaks), ""]
     return lines
+
+
+def _blas_text(machine: dict) -> str:
+    return "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')}, "
+                     f"{b.get('threading_layer')}, {b.get('num_threads')} threads)"
+                     for b in machine.get("blas") or []) or NONE
+
+
+def _simd_text(machine: dict) -> str:
+    return " ".join((machine.get("cpu_features") or {}).get("simd") or [])
+
+
+def _gpus_text(machine: dict) -> str:
+    return ", ".join(map(str, machine.get("gpus") or [])) or "none"
+
+
+def hosts_section(frame, meta: dict) -> list[str]:
+    """A distributed run's hosts side by side: machine, calibration peaks, rows measured."""
+    import pandas as pd
+
+    table = []
+    for name, info in meta["hosts"].items():
+        machine, mine = info.get("machine") or {}, frame[frame["host"] == name]
+        peaks = "; ".join(f"{c['dtype']}, {c['threads']} thread(s): {fmt(c['gemm_gflops']['peak'], '.1f')}"
+                          for c in info.get("calibration", []))
+        table.append({"host": name, "CPU": machine.get("cpu_model", NONE),
+                      "cores (available)": f"{machine.get('cores', NONE)} ({machine.get('cores_available', NONE)})",
+                      "SIMD": _simd_text(machine) or NONE, "BLAS": _blas_text(machine),
+                      "GPUs": _gpus_text(machine), "peak GEMM GFLOP/s": peaks or NONE,
+                      "rows (ok)": f"{len(mine)} ({int((mine['status'] == 'ok').sum())})"})
+    return ["## Hosts", "",
+            "Each host calibrated its own GEMM peak, the denominator of the % of peak of the rows "
+            "it measured (`host` column). The implementations of one size ran as one task on one "
+            "host, back to back, so every ratio in this report pairs two medians from one host; a "
+            "curve along batch, length or hidden size may join sizes measured on different hosts.",
+            "", markdown_table(pd.DataFrame(table)), ""]
 
 
 HOW_TO_READ = """\
@@ -263,11 +300,26 @@ def _key_results_section(frame, rep: dict) -> list[str]:
     """One cell: the full table. Several: the cells side by side, then the full table
     folded (a reader opens it; the document stays one screen per section)."""
     full = markdown_table(key_results(frame, rep))
+    where = _hosts_at(frame, rep)
     if len(cells_in(ok_timing(frame))) < 2:
-        return [full, ""]
-    return [markdown_table(cell_results(frame, rep)), "", "<details><summary>Every measure at this "
+        return [*where, full, ""]
+    return [*where, markdown_table(cell_results(frame, rep)), "", "<details><summary>Every measure at this "
             "size, per cell (throughput, GFLOP/s, memory, first call, error, diagnostics)</summary>",
             "", full, "", "</details>", ""]
+
+
+def _hosts_at(frame, rep: dict) -> list[str]:
+    """Which host(s) measured the representative size, in a run with several hosts."""
+    hosts = frame["host"].dropna()
+    hosts = hosts[hosts != ""]
+    if hosts.nunique() < 2:
+        return []
+    at = ok_timing(frame)
+    for column, value in rep.items():
+        if column in at.columns:
+            at = at[at[column] == value]
+    names = sorted(set(at["host"].dropna()))
+    return [f"Measured on host {', '.join(f'`{n}`' for n in names) or NONE} (see Hosts).", ""]
 
 
 def _structures_section(frame, rep: dict) -> list[str]:

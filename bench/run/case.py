@@ -68,7 +68,8 @@ def run_case(backend, case: Case, peak_gflops: float, *, timing: dict | None = N
         counted = backend.counters()
         phase = make_phase(backend, case)
         result = measure(phase.run, sync=backend.sync, **(timing or {}))
-        crash_point("case")
+        crash_point("case", f"{case.impl} {case.cell} {case.phase} B{case.batch_size} "
+                            f"T{case.seq_len} H{case.hidden_size}")
     except Exception as exc:  # one failure is a row; the sweep goes on
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return {**empty_row(case, "error", reason), "device": backend.device,

@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 import traceback
@@ -270,16 +271,20 @@ def _say(message: str) -> None:
 def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, progress: bool = True,
               command: list[str] | None = None, max_case_s: float = 120.0,
               timing: dict | None = None, accuracy_epochs: int = 15,
-              allow_oversubscribe: bool = False, notify=_say) -> Path:
+              allow_oversubscribe: bool = False, notify=_say, cluster=None) -> Path:
     """Run every case of `grid` not yet in `out`/results.csv; return the folder.
 
     One sweep at a time holds `out` (RunLock). On a resume, damaged lines of the run's
     files are set aside first (notify says which), then rows that ended in `error` or
     `unavailable` are run again. Thread counts above the cores available are refused
-    unless allow_oversubscribe, when their rows say so."""
+    unless allow_oversubscribe, when their rows say so.
+
+    cluster: a dask.distributed Client: the cases run on its workers instead
+    (bench.run.distributed), each host checking its own cores; this process only writes."""
     out = Path(out)
     registered = impls.names()
-    over = machine.oversubscribed({c.threads for c in grid.cases(registered)}, allow_oversubscribe)
+    over = [] if cluster is not None else machine.oversubscribed(
+        {c.threads for c in grid.cases(registered)}, allow_oversubscribe)
     command = command or sys.argv
     with RunLock(out, {"started": machine.now(), "command": command}):
         prepare_run_dir(out, resume=resume, force=force)
@@ -302,16 +307,41 @@ def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, pro
         write_meta(out, meta)
         _run_cases(out, grid, cases, done, meta, attempts, registered, progress=progress,
                    max_case_s=max_case_s, timing=timing or {"min_time_s": grid.min_time_s},
-                   accuracy_epochs=accuracy_epochs, notify=notify)
+                   accuracy_epochs=accuracy_epochs, notify=notify, cluster=cluster,
+                   allow_oversubscribe=allow_oversubscribe)
     return out
 
 
+def _accuracy_tasks(grid: Grid, done, registered) -> list[tuple]:
+    """(implementations without an accuracy row yet, cell, num_layers, bidirectional) per
+    cell and structure of the grid."""
+    keys = [dict(zip(KEY_COLUMNS, key)) for key in done]
+    tasks = []
+    for cell, (layers, bidirectional) in itertools.product(grid.cell, grid.structures()):
+        finished = {k["impl"] for k in keys if k["phase"] == "accuracy" and k["cell"] == cell
+                    and (k["num_layers"], k["bidirectional"]) == (layers, bidirectional)}
+        tasks.append(([n for n in (grid.impls or registered) if n not in finished], cell, layers, bidirectional))
+    return tasks
+
+
 def _run_cases(out: Path, grid: Grid, cases, done, meta, attempts, registered, *, progress,
-               max_case_s, timing, accuracy_epochs, notify=_say) -> None:
+               max_case_s, timing, accuracy_epochs, notify=_say, cluster=None,
+               allow_oversubscribe: bool = False) -> None:
     from tqdm import tqdm
 
     state, writer = _Sweep(meta, out), RowWriter(out)
+    host, calibrated_before = socket.gethostname(), len(meta.get("calibration", []))
     try:
+        if cluster is not None:
+            from bench.run.distributed import run_on_cluster
+
+            _host_entries(out, meta)
+            accuracy = _accuracy_tasks(grid, done, registered) if grid.accuracy else []
+            run_on_cluster(cluster, out, grid, cases, accuracy, meta, writer, max_case_s=max_case_s,
+                           timing=timing, accuracy_epochs=accuracy_epochs, max_attempts=MAX_ATTEMPTS,
+                           allow_oversubscribe=allow_oversubscribe, progress=progress, notify=notify)
+            meta["finished"] = machine.now()
+            return
         bar = tqdm(cases, unit="case", file=sys.stderr, disable=not progress)
         for case in bar:
             structure = ("" if case.structure() == (1, False) else
@@ -323,16 +353,12 @@ def _run_cases(out: Path, grid: Grid, cases, done, meta, attempts, registered, *
                                 "(killed, crashed or out of memory); not run again")
             else:
                 row = state.row(case, max_case_s, timing, grid)
-            writer.write(row)
+            writer.write({**row, "host": host})
             attempts.done()
         if grid.accuracy:
-            keys = [dict(zip(KEY_COLUMNS, key)) for key in done]
-            for cell, (layers, bidirectional) in itertools.product(grid.cell, grid.structures()):
-                finished = {k["impl"] for k in keys if k["phase"] == "accuracy" and k["cell"] == cell
-                            and (k["num_layers"], k["bidirectional"]) == (layers, bidirectional)}
-                wanted = [n for n in (grid.impls or registered) if n not in finished]
-                for row in accuracy_rows(state, grid, wanted, accuracy_epochs, cell, layers, bidirectional):
-                    writer.write(row)
+            for names, cell, layers, bidirectional in _accuracy_tasks(grid, done, registered):
+                for row in accuracy_rows(state, grid, names, accuracy_epochs, cell, layers, bidirectional):
+                    writer.write({**row, "host": host})
         if grid.footprint:  # last: its processes must not run beside a timed case
             _footprint(out, grid, registered, state, meta, notify if progress else None)
         meta["finished"] = machine.now()
@@ -342,4 +368,18 @@ def _run_cases(out: Path, grid: Grid, cases, done, meta, attempts, registered, *
         raise
     finally:
         writer.close()
+        if cluster is None and meta.get("hosts"):  # this process continued a distributed run
+            entry = meta["hosts"].setdefault(host, {"machine": machine.machine_meta(), "calibration": []})
+            entry["calibration"].extend(meta.get("calibration", [])[calibrated_before:])
         write_meta(out, meta)
+
+
+def _host_entries(out: Path, meta: dict) -> None:
+    """Before a distributed sweep continues an in-process run: the hosts of its rows so far,
+    with the run's machine and calibration (an in-process run measured on one machine)."""
+    from bench.results import read_rows
+
+    hosts = meta.setdefault("hosts", {})
+    earlier = {r.get("host") for r in read_rows(out)} - {None, ""} - set(hosts) if (out / RESULTS_CSV).exists() else set()
+    for name in earlier:
+        hosts[name] = {"machine": meta.get("machine"), "calibration": list(meta.get("calibration", []))}
