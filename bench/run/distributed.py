@@ -32,8 +32,10 @@ host, and `rnnbench footprint RUN_DIR` on that host measures it (meta.json says 
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
+import shutil
 import socket
 import tempfile
 import time
@@ -112,8 +114,11 @@ def _worker_state(run_id: str):
     from bench.run.sweep import _Sweep
 
     if run_id not in _STATES:
+        for earlier in _STATES.values():  # one run at a time per worker: an earlier run's goes
+            shutil.rmtree(earlier.run_dir, ignore_errors=True)
+        _STATES.clear()
         folder = Path(tempfile.mkdtemp(prefix="rnnbench-worker-"))  # exported models
-        _STATES.clear()  # one run at a time per worker: an earlier run's state goes
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
         state = _Sweep({"machine": machine.machine_meta()}, folder)
         state.sent_calibrations = 0
         state.sent_machine = False
