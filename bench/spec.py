@@ -202,11 +202,12 @@ def _gpu() -> Grid:
 PRESETS: dict[str, callable] = {
     # The main job: every available implementation and cell at the article's size and B=1,
     # within 3 minutes on 2 cores with cold JIT caches (measured: 6 min with torch.compile
-    # and 4 sizes, of which its compiles took 2 min): a shorter timing budget per case,
+    # and 4 sizes, of which its compiles took 2 min): a shorter timing budget per case
+    # (0.1 s: still >= 7 samples; numba's first compiles alone take ~60 s of the budget),
     # compile-heavy implementations only when named (--impl torch_compile), and each
     # implementation's footprint and cold start last (~45 s of fresh processes).
     "quick": lambda: Grid(cell=CELLS, phases=("forward", "backward", "train_step"), batch_size=(1, 32),
-                          seq_len=(64,), hidden_size=(128,), min_time_s=0.15,
+                          seq_len=(64,), hidden_size=(128,), min_time_s=0.1,
                           compile_heavy_cells=(), footprint=True),
     "default": lambda: Grid(cell=CELLS, phases=PHASES, batch_size=(1, 8, 32, 128), seq_len=(16, 64, 256),
                             hidden_size=(32, 64, 128, 256, 512), dtype=DTYPES,

@@ -18,8 +18,9 @@ implementation gets one row of footprint.csv (columns: bench.record.FOOTPRINT_SC
 How the processes run, per implementation (after the parent made the in-process backend,
 which already read the library into the page cache and wrote the .pyc files: a separate
 warm-up process measured no different from the first cold one, so there is none):
-1. cold processes, each with fresh empty caches (for implementations that compile, at most
-   `compile_cold_repeats`: numba's cold start compiles for ~12 s); the first one's cache is
+1. cold processes, each with fresh empty caches (at most `cold_repeats`, and for
+   implementations that compile at most `compile_cold_repeats`: numba's cold start compiles
+   for ~10 s); the first one's cache is
    kept for the warm processes;
 2. warm processes reusing it (an implementation without an on-disk cache has no cold ones:
    its processes count as both);
@@ -80,6 +81,7 @@ FOOTPRINT_CASE = FootprintCase()
 class FootprintConfig:
     repeats: int = 5  # processes per median
     compile_cold_repeats: int = 3  # at most this many cold starts of a compiling implementation
+    cold_repeats: int | None = None  # at most this many of any with an on-disk cache (None: repeats)
     timeout_s: float = 120.0  # per child process
     compile_timeout_s: float = 600.0  # per child of a compile-heavy implementation (inductor)
     case: FootprintCase = field(default_factory=FootprintCase)
@@ -439,7 +441,8 @@ def measure_impl(impl: str, backend, config: FootprintConfig, inputs: tuple,
 def _timed_starts(runner: _Impl, cost: StartCost, config: FootprintConfig, warm_cache: Path) -> Start | None:
     """After the first: the other cold processes, then the warm ones (or, without an
     on-disk cache, more processes that are both); -> the first that failed, or None."""
-    cold = min(config.repeats, config.compile_cold_repeats) if cost.compiles else config.repeats
+    cold = min(config.repeats, config.cold_repeats or config.repeats,
+               config.compile_cold_repeats if cost.compiles else config.repeats)
     plan = ([("cold", None)] * (cold - 1) + [("warm", warm_cache)] * config.repeats if cost.disk_cache
             else [("cold_and_warm", None)] * (config.repeats - 1))
     for kind, cache in plan:

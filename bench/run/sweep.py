@@ -44,11 +44,13 @@ MAX_ATTEMPTS = 2  # a case that took the process down this often is recorded as 
 ACCURACY_TARGET = 0.90  # time-to-accuracy: first epoch whose validation accuracy reaches it
 # Fresh processes per footprint median (Grid.footprint; `rnnbench footprint` takes 5, and 3
 # cold starts of a compiling implementation). The quick preset has 3 minutes on 2 cores: a
-# process importing torch takes ~2 s, and numba's cold start compiles for ~11 s, so two
-# processes per median and one cold start of a compiling implementation (with the
-# import-time process, in no median, 3-4 processes an implementation: ~45 s in all).
+# process importing torch takes ~2 s, numba's cold start compiles for ~10 s, and an ONNX
+# variant's start is 1.3-1.6 s (1.3 s of it importing ml_dtypes): two processes per median,
+# and one cold start of an implementation with an on-disk cache (its warm starts reuse
+# that one's cache). With the import-time process, in no median: 3-4 processes an
+# implementation, ~45 s in all.
 FOOTPRINT_REPEATS = 2
-FOOTPRINT_COMPILE_COLD_REPEATS = 1
+FOOTPRINT_COLD_REPEATS = 1
 
 
 def available_memory_bytes() -> int:
@@ -213,9 +215,9 @@ def _footprint(out: Path, grid: Grid, registered, state: _Sweep, meta: dict, not
     from bench.measure.footprint import FootprintConfig, measure_footprint, sweep_names
 
     names, began = sweep_names(grid, registered), time.perf_counter()
-    config = FootprintConfig(repeats=FOOTPRINT_REPEATS, compile_cold_repeats=FOOTPRINT_COMPILE_COLD_REPEATS)
+    config = FootprintConfig(repeats=FOOTPRINT_REPEATS, cold_repeats=FOOTPRINT_COLD_REPEATS)
     meta["footprint"] = {"started": machine.now(), "finished": None, "impls": names,
-                         "repeats": config.repeats, "compile_cold_repeats": config.compile_cold_repeats}
+                         "repeats": config.repeats, "cold_repeats": config.cold_repeats}
     measure_footprint(out, names, config, backend_for=state.backend, notify=notify)
     meta["footprint"].update(finished=machine.now(), seconds=round(time.perf_counter() - began, 1))
 
