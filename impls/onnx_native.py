@@ -56,7 +56,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import require_cpu
-from .onnx_backend import OnnxBackend, _runtime, classifier_model, initializer
+from .onnx_backend import OnnxBackend, _installed, _runtime, classifier_model, initializer
 from .params import cell_fast, directions, layer_params, structure_of
 
 OPERATORS = {"rnn_tanh": "RNN", "lstm": "LSTM", "gru": "GRU"}
@@ -154,5 +154,5 @@ class OnnxNativeBackend(OnnxBackend):
 
 def create(device: str | None = None) -> OnnxNativeBackend:
     require_cpu("onnx_native (CPUExecutionProvider)", device)
-    _runtime()
+    _installed()
     return OnnxNativeBackend("onnx_native", int8=False)
