@@ -437,3 +437,13 @@ def test_quick_leaves_compile_heavy_backends_out_unless_named(tmp_path):
         rows = {(r["impl"], r["cell"], r["phase"]): r for r in read_rows(out_quick)}
         assert all(r["status"] == "ok" for r in rows.values()), rows
         assert len(rows) == 8  # 2 impls x 2 cells x (forward, accuracy): each once
+
+
+def test_the_accuracy_budget_is_the_grids_unless_the_caller_sets_one(tmp_path):
+    assert build_grid("quick").accuracy_epochs == 10 and build_grid("default").accuracy_epochs == 15
+    with pytest.raises(ValueError, match="accuracy_epochs must be a positive integer"):
+        build_grid("quick", accuracy_epochs=0)
+    out = run_sweep(tiny_grid(batch_size=[1], accuracy=True, accuracy_epochs=2), tmp_path / "run",
+                    progress=False, timing=FAST)
+    accuracy = [r for r in read_rows(out) if r["phase"] == "accuracy"]
+    assert accuracy and accuracy[0]["reason"].startswith("2 epochs;")

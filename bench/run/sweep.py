@@ -272,7 +272,7 @@ def _say(message: str) -> None:
 
 def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, progress: bool = True,
               command: list[str] | None = None, max_case_s: float = 120.0,
-              timing: dict | None = None, accuracy_epochs: int = 15,
+              timing: dict | None = None, accuracy_epochs: int | None = None,
               allow_oversubscribe: bool = False, notify=_say, cluster=None) -> Path:
     """Run every case of `grid` not yet in `out`/results.csv; return the folder.
 
@@ -309,7 +309,7 @@ def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, pro
         write_meta(out, meta)
         _run_cases(out, grid, cases, done, meta, attempts, registered, progress=progress,
                    max_case_s=max_case_s, timing=timing or {"min_time_s": grid.min_time_s},
-                   accuracy_epochs=accuracy_epochs, notify=notify, cluster=cluster,
+                   accuracy_epochs=accuracy_epochs or grid.accuracy_epochs, notify=notify, cluster=cluster,
                    allow_oversubscribe=allow_oversubscribe)
     return out
 
