@@ -316,13 +316,15 @@ def run_sweep(grid: Grid, out, *, resume: bool = False, force: bool = False, pro
 
 def _accuracy_tasks(grid: Grid, done, registered) -> list[tuple]:
     """(implementations without an accuracy row yet, cell, num_layers, bidirectional) per
-    cell and structure of the grid."""
+    cell and structure of the grid that has some left."""
     keys = [dict(zip(KEY_COLUMNS, key)) for key in done]
     tasks = []
     for cell, (layers, bidirectional) in itertools.product(grid.cell, grid.structures()):
         finished = {k["impl"] for k in keys if k["phase"] == "accuracy" and k["cell"] == cell
                     and (k["num_layers"], k["bidirectional"]) == (layers, bidirectional)}
-        tasks.append(([n for n in (grid.impls or registered) if n not in finished], cell, layers, bidirectional))
+        names = [n for n in (grid.impls or registered) if n not in finished]
+        if names:
+            tasks.append((names, cell, layers, bidirectional))
     return tasks
 
 
