@@ -89,14 +89,18 @@ FLOAT_MATMULS = {"MatMul", "Gemm"}
 RECURRENT_OPS = {"RNN", "LSTM", "GRU"}
 
 
+def _missing(why) -> Unavailable:
+    return Unavailable(f"the ONNX backends need onnx and onnxruntime ({why}); "
+                       "install them with: pip install onnxruntime onnx")
+
+
 def _runtime():
     """(onnx, onnxruntime), imported here only, or Unavailable saying what to install."""
     try:
         import onnx
         import onnxruntime
     except ImportError as exc:
-        raise Unavailable(f"the ONNX backends need onnx and onnxruntime ({exc}); "
-                          "install them with: pip install onnxruntime onnx") from exc
+        raise _missing(exc) from exc
     return onnx, onnxruntime
 
 
@@ -110,11 +114,9 @@ def _installed():
     try:
         import onnxruntime
     except ImportError as exc:
-        raise Unavailable(f"the ONNX backends need onnx and onnxruntime ({exc}); "
-                          "install them with: pip install onnxruntime onnx") from exc
+        raise _missing(exc) from exc
     if importlib.util.find_spec("onnx") is None:
-        raise Unavailable("the ONNX backends need onnx and onnxruntime (No module named 'onnx'); "
-                          "install them with: pip install onnxruntime onnx")
+        raise _missing("No module named 'onnx'")
     return onnxruntime
 
 

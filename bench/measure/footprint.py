@@ -20,8 +20,7 @@ which already read the library into the page cache and wrote the .pyc files: a s
 warm-up process measured no different from the first cold one, so there is none):
 1. cold processes, each with fresh empty caches (at most `cold_repeats`, and for
    implementations that compile at most `compile_cold_repeats`: numba's cold start compiles
-   for ~10 s); the first one's cache is
-   kept for the warm processes;
+   for ~10 s); the first one's cache is kept for the warm processes;
 2. warm processes reusing it (an implementation without an on-disk cache has no cold ones:
    its processes count as both);
 3. one more warm process under `python -X importtime` for importtime/<impl>.txt, in no
